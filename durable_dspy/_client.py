@@ -1,0 +1,143 @@
+"""Client side of a durable program: ``Program.start(client, **inputs)`` and ``Program.run(...)``."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import dspy
+import pydantic_core
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError
+
+from ._errors import InputError, ProgramFailedError
+from ._protocol import RunResult
+
+if TYPE_CHECKING:
+    from ._program import ProgramDefinition
+
+DEFAULT_TASK_QUEUE = "durable-dspy"
+
+
+def default_task_queue() -> str:
+    """``DURABLE_DSPY_TASK_QUEUE`` from the environment, else ``"durable-dspy"``."""
+    return os.environ.get("DURABLE_DSPY_TASK_QUEUE", DEFAULT_TASK_QUEUE)
+
+
+def to_prediction(result: RunResult) -> Any:
+    """A workflow's result as the program would have returned it: a ``dspy.Prediction`` with its usage."""
+    if result.kind != "prediction":
+        return result.value
+    prediction = dspy.Prediction(**result.value)
+    prediction.set_lm_usage(result.lm_usage)
+    return prediction
+
+
+def validate_inputs(definition: ProgramDefinition, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Check inputs against ``forward``'s signature before anything reaches the server; name every bad field."""
+    params = definition.signature.parameters
+    unknown = sorted(set(inputs) - set(params))
+    missing = [name for name, p in params.items() if p.default is p.empty and name not in inputs]
+    problems = []
+    if unknown:
+        problems.append(f"unknown input field(s) {unknown}")
+    if missing:
+        problems.append(f"missing input field(s) {missing}")
+    for name, value in inputs.items():
+        if name in params:
+            try:
+                pydantic_core.to_json(value)
+            except Exception:
+                problems.append(f"input field {name!r} is a {type(value).__name__}, which cannot be serialized")
+    if problems:
+        expected = ", ".join(str(p) for p in params.values()) or "no inputs"
+        raise InputError(
+            f"{definition.cls.__qualname__}.start(): {'; '.join(problems)}. "
+            f"{definition.method}() takes: {expected}. No workflow was started."
+        )
+    return inputs
+
+
+class DurableHandle:
+    """A started durable run. ``await handle.result()`` gives a ``dspy.Prediction``; the rest is Temporal's handle.
+
+    Example:
+        >>> handle = await RAG.start(client, question="What is DSPy?", id="rag-1")
+        >>> prediction = await handle.result()
+    """
+
+    def __init__(self, handle: WorkflowHandle[Any, RunResult], definition: ProgramDefinition) -> None:
+        self.workflow = handle
+        self.definition = definition
+
+    @property
+    def id(self) -> str:
+        return self.workflow.id
+
+    @property
+    def run_id(self) -> str | None:
+        return self.workflow.result_run_id
+
+    async def result(self) -> Any:
+        """Wait for the run and return its ``dspy.Prediction``; a program error raises ``ProgramFailedError``."""
+        try:
+            result = await self.workflow.result()
+        except WorkflowFailureError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type not in (None, "SerializationError"):
+                raise ProgramFailedError(
+                    f"{self.definition.name} run {self.id!r} failed: {cause.message}",
+                    type=cause.type or "Exception",
+                    workflow_id=self.id,
+                ) from err
+            raise
+        return to_prediction(result)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.workflow, name)
+
+
+async def start(definition: ProgramDefinition, client: Client, /, **kwargs: Any) -> DurableHandle:
+    from ._program import START_OPTION_NAMES
+
+    options = {key: kwargs.pop(key) for key in list(kwargs) if key in START_OPTION_NAMES}
+    inputs = validate_inputs(definition, kwargs)
+    workflow_id = options.pop("id", None) or f"{definition.name}-{uuid.uuid4()}"
+    task_queue = options.pop("task_queue", None) or definition.task_queue or default_task_queue()
+    handle = await client.start_workflow(
+        definition.name,
+        inputs,
+        id=workflow_id,
+        task_queue=task_queue,
+        result_type=RunResult,
+        **options,
+    )
+    return DurableHandle(handle, definition)
+
+
+class ProgramClientMethods:
+    """``Program.start`` / ``Program.run``: bound to whichever durable class they are read from."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def __get__(self, instance: Any, owner: type) -> Any:
+        from ._program import program_definition
+
+        definition = program_definition(owner)
+        if definition is None:
+            raise AttributeError(self.kind)
+        if self.kind == "start":
+
+            async def start_run(client: Client, /, **kwargs: Any) -> DurableHandle:
+                """Start a durable run; keyword arguments are forward()'s inputs plus Temporal start options."""
+                return await start(definition, client, **kwargs)
+
+            return start_run
+
+        async def run(client: Client, /, **kwargs: Any) -> Any:
+            """Start a durable run and wait for its ``dspy.Prediction``."""
+            return await (await start(definition, client, **kwargs)).result()
+
+        return run

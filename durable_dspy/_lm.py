@@ -1,0 +1,144 @@
+"""The workflow-side stand-in LM: DSPy formats and parses in the workflow; the call itself is an activity."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pydantic
+from dspy.clients.backend_selection import CLIENT_KEYS
+from dspy.clients.base_lm import BaseLM
+from dspy.dsp.utils.settings import settings
+from dspy.utils.callback import with_callbacks
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from . import _bridge
+from ._names import LM_CALL_ACTIVITY
+from ._protocol import LMCallRequest, LMCallResult, LMInfo
+
+if TYPE_CHECKING:
+    from ._options import ActivityOptions
+
+# Keys that never leave the workflow: DSPy's cache switch is meaningless there (Temporal owns replay and retries),
+# and connection settings belong to the worker's LM.
+_DROPPED_KWARGS = frozenset({"cache", *CLIENT_KEYS})
+
+
+def _plain_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    out = {key: val for key, val in kwargs.items() if key not in _DROPPED_KWARGS}
+    fmt = out.get("response_format")
+    if isinstance(fmt, type) and issubclass(fmt, pydantic.BaseModel):
+        # A class cannot cross the boundary; send the JSON schema DSPy itself would send.
+        from dspy.clients.legacy_requests import _strict_json_schema
+
+        out["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": fmt.__name__, "schema": _strict_json_schema(fmt.model_json_schema()), "strict": True},
+        }
+    return out
+
+
+def _dspy_error(err: ActivityError) -> BaseException:
+    """Give DSPy modules back the LM error types they handle (ReAct shortens its trajectory on a context overflow)."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.type:
+        from dspy.utils import exceptions
+
+        cls = getattr(exceptions, cause.type, None)
+        if isinstance(cls, type) and issubclass(cls, exceptions.DSPyError):
+            return cls(cause.message)
+    return err
+
+
+class DurableLM(BaseLM):
+    """Stands in for a worker-side LM inside a durable run; each call becomes one ``durable_dspy.lm.call`` activity.
+
+    It reports the real LM's model, kwargs and capabilities (resolved on the worker and recorded in the run's
+    history), so adapters format exactly as they would with the real LM. Not constructed by users.
+    """
+
+    def __init__(self, info: LMInfo, *, program: str, options: ActivityOptions, callers: dict[int, str]) -> None:
+        super().__init__(model=info.model, model_type=info.model_type, cache=False, num_retries=0)
+        self.kwargs = dict(info.kwargs)
+        self._info = info
+        self._program = program
+        self._options = options
+        self._callers = callers
+
+    @property
+    def supports_function_calling(self) -> bool:
+        return self._info.supports_function_calling
+
+    @property
+    def supports_reasoning(self) -> bool:
+        return self._info.supports_reasoning
+
+    @property
+    def supports_response_schema(self) -> bool:
+        return self._info.supports_response_schema
+
+    @property
+    def supported_params(self) -> set[str]:
+        return set(self._info.supported_params)
+
+    def dump_state(self) -> dict[str, Any]:
+        return {"model": self.model, "model_type": self.model_type, **self.kwargs}
+
+    @with_callbacks
+    def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
+        return _bridge.await_(self._call(prompt, messages, kwargs))
+
+    @with_callbacks
+    async def acall(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
+        return await self._call(prompt, messages, kwargs)
+
+    def forward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> Any:
+        raise NotImplementedError("DurableLM is called through __call__/acall only.")
+
+    def _caller(self) -> str:
+        predictor = settings.caller_predict
+        return self._callers.get(id(predictor), "") if predictor is not None else ""
+
+    async def _call(self, prompt: Any, messages: Any, kwargs: dict[str, Any]) -> Any:
+        rendered = messages if messages is not None else [{"role": "user", "content": prompt}]
+        call_kwargs = _plain_kwargs({**self.kwargs, **kwargs})
+        caller = self._caller()
+        request = LMCallRequest(
+            program=self._program, lm_key=self._info.key, messages=rendered, kwargs=call_kwargs, caller=caller
+        )
+        try:
+            result: LMCallResult = await workflow.execute_activity(
+                LM_CALL_ACTIVITY,
+                request,
+                result_type=LMCallResult,
+                summary=caller or self.model,
+                **self._options.as_kwargs(),
+            )
+        except ActivityError as err:
+            raise _dspy_error(err) from err
+        self._record(prompt, messages, kwargs, result)
+        return result.outputs
+
+    def _record(self, prompt: Any, messages: Any, kwargs: dict[str, Any], result: LMCallResult) -> None:
+        """Redo DSPy's per-call bookkeeping (usage tracker, history) from what the activity returned."""
+        if settings.usage_tracker and result.usage:
+            settings.usage_tracker.add_usage(self.model, dict(result.usage))
+        if settings.disable_history:
+            return
+        entry = {
+            "prompt": prompt,
+            "messages": messages,
+            "kwargs": {key: val for key, val in kwargs.items() if not key.startswith("api_")},
+            "response": None,
+            "outputs": result.outputs,
+            "usage": result.usage,
+            "cost": result.cost,
+            "timestamp": workflow.now().isoformat(),
+            "uuid": str(workflow.uuid4()),
+            "model": self.model,
+            "response_model": result.response_model,
+            "model_type": self.model_type,
+        }
+        if result.cost_details:
+            entry["cost_details"] = result.cost_details
+        self.update_history(entry)

@@ -1,0 +1,281 @@
+"""``@durable_program``: a ``dspy.Module`` class that gets a generated Temporal workflow."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, overload
+
+import dspy
+import pydantic
+
+from ._errors import DefinitionError
+from ._names import qualified_name, validate_name
+from ._options import DEFAULT_LM_OPTIONS, ActivityOptions, options_from_kwargs
+from ._registry import Origin, Registry, default_registry
+
+M = TypeVar("M", bound=type)
+
+DEFINITION_ATTR = "__durable_program__"
+
+# Names start() takes for itself (Temporal's start options); a forward parameter may not use them.
+START_OPTION_NAMES = frozenset(
+    {
+        "id",
+        "task_queue",
+        "execution_timeout",
+        "run_timeout",
+        "task_timeout",
+        "id_reuse_policy",
+        "id_conflict_policy",
+        "retry_policy",
+        "memo",
+        "search_attributes",
+        "start_delay",
+        "priority",
+        "static_summary",
+        "static_details",
+    }
+)
+
+
+@dataclass
+class ProgramDefinition:
+    """Everything generated for one durable program. ``name`` is its workflow type, a contract with histories."""
+
+    name: str
+    cls: type[dspy.Module]
+    origin: Origin
+    method: str  # "forward" (run on the greenlet bridge) or "aforward" (awaited natively)
+    signature: inspect.Signature
+    lm_options: ActivityOptions
+    task_queue: str | None
+    registry: Registry
+    explicit: bool
+    workflow: type = field(init=False)
+    _adapters: dict[str, pydantic.TypeAdapter[Any]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        try:
+            hints = typing.get_type_hints(getattr(self.cls, self.method))
+        except Exception:
+            hints = {}
+        self._adapters = {}
+        for param in self.signature.parameters.values():
+            hint = hints.get(param.name)
+            if hint is not None and hint is not typing.Any:
+                try:
+                    self._adapters[param.name] = pydantic.TypeAdapter(hint)
+                except Exception:
+                    continue
+
+    def decode_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Turn workflow input JSON back into ``forward``'s annotated types (a ``dspy.History``, a pydantic model)."""
+        return {
+            key: (self._adapters[key].validate_python(val) if key in self._adapters else val)
+            for key, val in inputs.items()
+        }
+
+
+def _user_method(cls: type) -> str:
+    """``forward`` if the class (not dspy) defines it; else ``aforward``; else neither is usable."""
+    for klass in cls.__mro__:
+        if klass.__module__.startswith("dspy."):
+            break
+        if "forward" in vars(klass):
+            return "forward"
+    for klass in cls.__mro__:
+        if klass.__module__.startswith("dspy."):
+            break
+        if "aforward" in vars(klass):
+            return "aforward"
+    raise DefinitionError(
+        f"Durable program {cls.__qualname__} defines neither forward() nor aforward(). "
+        "Define the program's logic in `def forward(self, ...)` (or `async def aforward(self, ...)`)."
+    )
+
+
+def _input_signature(cls: type, method: str) -> inspect.Signature:
+    sig = inspect.signature(getattr(cls, method))
+    params = list(sig.parameters.values())[1:]  # drop self
+    problems = []
+    for param in params:
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            problems.append(f"`{param}` (durable inputs are named fields; list each one)")
+        elif param.name in START_OPTION_NAMES:
+            problems.append(f"`{param.name}` (reserved for start() options; rename the input)")
+    if problems:
+        raise DefinitionError(f"{cls.__qualname__}.{method} has inputs a durable run cannot take: {'; '.join(problems)}.")
+    return sig.replace(parameters=params)
+
+
+def _check_constructible(cls: type) -> None:
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    required = [
+        p.name for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if required:
+        raise DefinitionError(
+            f"Durable program {cls.__qualname__}.__init__ requires {required}, but each run constructs the program "
+            "with no arguments (on every worker, and again on replay). Give them defaults, or move them to forward() "
+            "inputs."
+        )
+
+
+def _bind_workflow(definition: ProgramDefinition) -> None:
+    from ._workflow import generate_workflow
+
+    definition.workflow = generate_workflow(definition)
+    # Temporal's sandbox imports the workflow class as `from <module> import <name>`, so it must be a module global.
+    module = sys.modules.get(definition.cls.__module__)
+    if module is not None:
+        setattr(module, definition.workflow.__qualname__, definition.workflow)
+
+
+def _define(
+    cls: type,
+    *,
+    name: str | None,
+    registry: Registry,
+    lm_options: ActivityOptions,
+    task_queue: str | None,
+    explicit: bool,
+) -> ProgramDefinition:
+    if not (isinstance(cls, type) and issubclass(cls, dspy.Module)):
+        raise DefinitionError(f"@durable_program decorates dspy.Module subclasses, not {cls!r}.")
+    qualified = qualified_name(cls, kind="Durable program")
+    method = _user_method(cls)
+    _check_constructible(cls)
+    definition = ProgramDefinition(
+        name=validate_name(name, kind="Program") if name is not None else qualified,
+        cls=cls,
+        origin=Origin.of(cls, qualified),
+        method=method,
+        signature=_input_signature(cls, method),
+        lm_options=lm_options,
+        task_queue=task_queue,
+        registry=registry,
+        explicit=explicit,
+    )
+    _bind_workflow(definition)
+    previous = cls.__dict__.get(DEFINITION_ATTR)
+    if previous is not None:
+        registry.remove_program(previous.name)
+    registry.add_program(definition)
+    setattr(cls, DEFINITION_ATTR, definition)
+    return definition
+
+
+def _subclass_hook(base: type) -> classmethod[Any, ..., None]:
+    """Makes every subclass of a durable program durable too, with its own workflow and the base's options."""
+    original = base.__dict__.get("__init_subclass__")
+
+    def __init_subclass__(sub: type, **kwargs: Any) -> None:  # noqa: N807
+        if original is not None:
+            original.__get__(None, sub)(**kwargs)
+        else:
+            super(base, sub).__init_subclass__(**kwargs)
+        parent = program_definition(base)
+        assert parent is not None
+        _define(
+            sub,
+            name=None,
+            registry=parent.registry,
+            lm_options=parent.lm_options,
+            task_queue=parent.task_queue,
+            explicit=False,
+        )
+
+    return classmethod(__init_subclass__)
+
+
+def program_definition(cls: Any) -> ProgramDefinition | None:
+    """The definition generated for a durable program class (or instance), or None."""
+    klass = cls if isinstance(cls, type) else type(cls)
+    return klass.__dict__.get(DEFINITION_ATTR)
+
+
+@overload
+def durable_program(cls: M, /) -> M: ...
+
+
+@overload
+def durable_program(
+    *,
+    name: str | None = None,
+    task_queue: str | None = None,
+    registry: Registry | None = None,
+    start_to_close_timeout: Any = None,
+    schedule_to_close_timeout: Any = None,
+    schedule_to_start_timeout: Any = None,
+    heartbeat_timeout: Any = None,
+    retry_policy: Any = None,
+) -> Callable[[M], M]: ...
+
+
+def durable_program(cls: Any = None, /, **options: Any) -> Any:
+    """Make a ``dspy.Module`` class durable: generate its Temporal workflow and register it for ``serve()``.
+
+    The workflow is named ``"<module>.<qualname>"`` unless ``name=`` is given; the name is a contract with
+    running workflows. Temporal-named options (``start_to_close_timeout``, ``retry_policy``, ...) apply to the
+    program's LM calls. Subclasses are durable too, each with its own workflow.
+
+    Example:
+        >>> @durable_program
+        ... class RAG(dspy.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.answer = dspy.ChainOfThought("context, question -> answer")
+        ...     def forward(self, question: str):
+        ...         return self.answer(context=search_web(question), question=question)
+        >>> prediction = await RAG.run(client, question="What is DSPy?")
+    """
+    if cls is None:
+        return lambda klass: _decorate_program(klass, **options)
+    return _decorate_program(cls, **options)
+
+
+def _decorate_program(
+    cls: Any,
+    *,
+    name: str | None = None,
+    task_queue: str | None = None,
+    registry: Registry | None = None,
+    **options: Any,
+) -> Any:
+    existing = program_definition(cls) if isinstance(cls, type) else None
+    if existing is not None and existing.explicit:
+        raise DefinitionError(f"{cls.__qualname__} is already a durable program ({existing.name!r}); decorate it once.")
+    inherited = existing is None and isinstance(cls, type) and any(program_definition(b) for b in cls.__mro__[1:])
+    lm_options = DEFAULT_LM_OPTIONS.merged(options_from_kwargs(options, what=f"@durable_program {cls!r}"))
+    _define(
+        cls,
+        name=name,
+        registry=registry if registry is not None else (existing.registry if existing else default_registry),
+        lm_options=lm_options,
+        task_queue=task_queue,
+        explicit=True,
+    )
+    if existing is None and not inherited:
+        cls.__init_subclass__ = _subclass_hook(cls)
+    _attach_client_methods(cls)
+    return cls
+
+
+def _attach_client_methods(cls: type) -> None:
+    from ._client import ProgramClientMethods
+
+    for attr in ("start", "run"):
+        if attr in cls.__dict__ and not isinstance(cls.__dict__[attr], ProgramClientMethods):
+            raise DefinitionError(
+                f"{cls.__qualname__} defines `{attr}`, which @durable_program needs for its client API "
+                f"({cls.__qualname__}.start(client, ...), .run(client, ...)). Rename that method."
+            )
+        setattr(cls, attr, ProgramClientMethods(attr))
+
+
+__all__ = ["ProgramDefinition", "durable_program", "program_definition"]
+

@@ -1,0 +1,108 @@
+"""The generated workflow of a durable program, and the body every such workflow runs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import dspy
+import pydantic_core
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError, FailureError
+
+from . import _bridge
+from ._lm import DurableLM
+from ._lm_activity import PREDICTOR_KEY_PREFIX
+from ._names import LM_DESCRIBE_ACTIVITY, WORKFLOW_CLASS_SUFFIX
+from ._protocol import DEFAULT_LM_KEY, DescribeRequest, DescribeResult, RunResult
+
+if TYPE_CHECKING:
+    from ._program import ProgramDefinition
+
+DESCRIBE_TIMEOUT = timedelta(seconds=60)
+
+
+def _run_result(output: Any) -> RunResult:
+    if isinstance(output, dspy.Prediction):
+        fields = dict(output.items())
+        for key, val in fields.items():
+            _check_serializable(f"output field {key!r}", val)
+        return RunResult(kind="prediction", value=fields, lm_usage=output.get_lm_usage())
+    _check_serializable("return value", output)
+    return RunResult(kind="value", value=output)
+
+
+def _check_serializable(what: str, value: Any) -> None:
+    try:
+        pydantic_core.to_json(value)
+    except Exception as exc:
+        raise ApplicationError(
+            f"The program's {what} is a {type(value).__name__}, which cannot be serialized as the workflow result "
+            f"({exc}). Return JSON-compatible values or pydantic models.",
+            type="SerializationError",
+            non_retryable=True,
+        ) from None
+
+
+async def _stand_in_lms(definition: ProgramDefinition, program: dspy.Module) -> dict[str, DurableLM]:
+    """Ask the worker (once per run, recorded in history) about the LMs this run uses; build their stand-ins."""
+    named = program.named_predictors()
+    prefix = definition.cls.__name__
+    callers = {id(predictor): f"{prefix}.{name}" for name, predictor in named}
+    own = [(name, predictor) for name, predictor in named if predictor.lm is not None]
+    keys = [DEFAULT_LM_KEY, *(PREDICTOR_KEY_PREFIX + name for name, _ in own)]
+    described: DescribeResult = await workflow.execute_local_activity(
+        LM_DESCRIBE_ACTIVITY,
+        DescribeRequest(program=definition.name, keys=keys),
+        result_type=DescribeResult,
+        start_to_close_timeout=DESCRIBE_TIMEOUT,
+    )
+    lms = {
+        info.key: DurableLM(info, program=definition.name, options=definition.lm_options, callers=callers)
+        for info in described.lms
+    }
+    for name, predictor in own:
+        # The real LM object stays in memory only; calls go to the worker's copy of it, by key.
+        predictor.lm = lms[PREDICTOR_KEY_PREFIX + name]
+    return lms
+
+
+async def run_program(definition: ProgramDefinition, inputs: dict[str, Any]) -> RunResult:
+    """Run one durable program: every LM call and durable tool call becomes an activity."""
+    program = definition.cls()
+    lms = await _stand_in_lms(definition, program)
+    kwargs = definition.decode_inputs(inputs)
+    try:
+        with dspy.context(lm=lms.get(DEFAULT_LM_KEY), track_usage=True):
+            if definition.method == "aforward":
+                output = await program.acall(**kwargs)
+            else:
+                output = await _bridge.run_sync(program, **kwargs)
+    except (FailureError, workflow.NondeterminismError):
+        raise
+    except Exception as exc:
+        # The program's own error ends the run with its type and message; as a plain exception it would fail
+        # the workflow task and be retried forever.
+        raise ApplicationError(f"{type(exc).__name__}: {exc}", type=type(exc).__name__, non_retryable=True) from exc
+    return _run_result(output)
+
+
+def generate_workflow(definition: ProgramDefinition) -> type:
+    """Build ``<Class>_DurableWorkflow``, a ``@workflow.defn`` class named after the program."""
+    cls = definition.cls
+    attr = cls.__qualname__.replace(".", "_") + WORKFLOW_CLASS_SUFFIX
+
+    async def run(self: Any, inputs: dict[str, Any]) -> RunResult:
+        return await run_program(definition, inputs)
+
+    # Temporal checks that the run method belongs to the class it decorates, by module and qualname.
+    run.__module__ = cls.__module__
+    run.__qualname__ = f"{attr}.run"
+    namespace = {
+        "__module__": cls.__module__,
+        "__qualname__": attr,
+        "__doc__": f"Durable workflow generated for {definition.origin.qualified}.",
+        "run": workflow.run(run),
+    }
+    generated = type(attr, (), namespace)
+    return workflow.defn(name=definition.name)(generated)
