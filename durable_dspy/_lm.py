@@ -86,45 +86,48 @@ class DurableLM(BaseLM):
 
     @with_callbacks
     def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
-        return _bridge.await_(self._call(prompt, messages, kwargs))
+        # Build the request and record the result here, in the caller's context (dspy settings such as the
+        # usage tracker are context-local); only the activity itself is awaited on the workflow loop.
+        result = _bridge.await_(self._execute(self._request(prompt, messages, kwargs)))
+        return self._record(prompt, messages, kwargs, result)
 
     @with_callbacks
     async def acall(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
-        return await self._call(prompt, messages, kwargs)
+        result = await self._execute(self._request(prompt, messages, kwargs))
+        return self._record(prompt, messages, kwargs, result)
 
     def forward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> Any:
         raise NotImplementedError("DurableLM is called through __call__/acall only.")
 
-    def _caller(self) -> str:
+    def _request(self, prompt: Any, messages: Any, kwargs: dict[str, Any]) -> LMCallRequest:
         predictor = settings.caller_predict
-        return self._callers.get(id(predictor), "") if predictor is not None else ""
-
-    async def _call(self, prompt: Any, messages: Any, kwargs: dict[str, Any]) -> Any:
-        rendered = messages if messages is not None else [{"role": "user", "content": prompt}]
-        call_kwargs = _plain_kwargs({**self.kwargs, **kwargs})
-        caller = self._caller()
-        request = LMCallRequest(
-            program=self._program, lm_key=self._info.key, messages=rendered, kwargs=call_kwargs, caller=caller
+        return LMCallRequest(
+            program=self._program,
+            lm_key=self._info.key,
+            messages=messages if messages is not None else [{"role": "user", "content": prompt}],
+            kwargs=_plain_kwargs({**self.kwargs, **kwargs}),
+            caller=self._callers.get(id(predictor), "") if predictor is not None else "",
         )
+
+    async def _execute(self, request: LMCallRequest) -> LMCallResult:
         try:
             result: LMCallResult = await workflow.execute_activity(
                 LM_CALL_ACTIVITY,
                 request,
                 result_type=LMCallResult,
-                summary=caller or self.model,
+                summary=request.caller or self.model,
                 **self._options.as_kwargs(),
             )
         except ActivityError as err:
             raise _dspy_error(err) from err
-        self._record(prompt, messages, kwargs, result)
-        return result.outputs
+        return result
 
-    def _record(self, prompt: Any, messages: Any, kwargs: dict[str, Any], result: LMCallResult) -> None:
+    def _record(self, prompt: Any, messages: Any, kwargs: dict[str, Any], result: LMCallResult) -> list[Any]:
         """Redo DSPy's per-call bookkeeping (usage tracker, history) from what the activity returned."""
         if settings.usage_tracker and result.usage:
             settings.usage_tracker.add_usage(self.model, dict(result.usage))
         if settings.disable_history:
-            return
+            return result.outputs
         entry = {
             "prompt": prompt,
             "messages": messages,
@@ -142,3 +145,4 @@ class DurableLM(BaseLM):
         if result.cost_details:
             entry["cost_details"] = result.cost_details
         self.update_history(entry)
+        return result.outputs

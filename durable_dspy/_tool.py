@@ -140,9 +140,22 @@ def _make_activity(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class DurableTool(wrapt.FunctionWrapper):  # type: ignore[misc]
-    """The object ``@durable_tool`` returns: the function itself to every caller and introspector."""
+    """The object ``@durable_tool`` returns: the function itself to every caller and introspector.
 
-    _self_definition: ToolDefinition
+    (No class annotations here: they would shadow the wrapped function's ``__annotations__``.)
+    """
+
+    async def acall(self, *args: Any, **kwargs: Any) -> Any:
+        """Await the tool from async code, sync or async tool alike, in a durable run or not.
+
+        Example:
+            >>> context = await search_web.acall("What is DSPy?")
+        """
+        definition = self._self_definition
+        if workflow.in_workflow():
+            return await _schedule(definition, args, kwargs)
+        result = self.__wrapped__(*args, **kwargs)
+        return await result if inspect.isawaitable(result) else result
 
 
 def _schedule(definition: ToolDefinition, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Awaitable[Any]:

@@ -1,0 +1,31 @@
+"""Reading what a run recorded: activity types in order, and replaying a history against the current code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+import durable_dspy
+
+LM_CALL = "durable_dspy.lm.call"
+
+
+def scheduled_activities(history: WorkflowHistory) -> list[str]:
+    return [
+        event.activity_task_scheduled_event_attributes.activity_type.name
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+
+
+def completed_activities(history: WorkflowHistory) -> int:
+    return sum(1 for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
+
+
+async def replay(history: WorkflowHistory, **kwargs: Any) -> None:
+    """Replay with the current code; raises on any non-determinism."""
+    replayer = Replayer(workflows=[], plugins=[durable_dspy.DurableDSPyPlugin()], **kwargs)
+    await replayer.replay_workflow(history)

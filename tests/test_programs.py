@@ -1,0 +1,108 @@
+"""Durable runs of ordinary DSPy programs on a real Temporal server, compared with plain DSPy runs."""
+
+from __future__ import annotations
+
+import dspy
+import pytest
+from temporalio.client import Client
+
+from tests.conftest import make_lm, plain_arun, plain_run, running_worker
+from tests.history import LM_CALL, replay, scheduled_activities
+from tests.programs import basic
+from tests.support.lm_server import ScriptedLMServer
+
+SEARCH = "tests.programs.basic.search_web"
+FETCH = "tests.programs.basic.fetch_page"
+LOOKUP = "tests.programs.basic.lookup"
+
+
+def fields(prediction: dspy.Prediction) -> dict[str, object]:
+    return dict(prediction.items())
+
+
+@pytest.mark.parametrize("engine", ["auto", "litellm"])
+async def test_sync_forward_matches_plain_dspy(
+    client: Client, lm_server: ScriptedLMServer, task_queue: str, engine: str
+) -> None:
+    lm = make_lm(lm_server, engine=engine)
+    expected = plain_run(basic.RAG(), lm, question="What is the capital of France?")
+    plain_served = lm_server.served
+    async with running_worker(client, task_queue, lm):
+        handle = await basic.RAG.start(client, question="What is the capital of France?", task_queue=task_queue)
+        prediction = await handle.result()
+    assert isinstance(prediction, dspy.Prediction)
+    assert fields(prediction) == fields(expected)
+    assert lm_server.served - plain_served == 1
+    history = await handle.fetch_history()
+    assert scheduled_activities(history) == [SEARCH, LM_CALL]
+    usage = prediction.get_lm_usage()
+    assert usage and usage["openai/test-model"]["total_tokens"] > 0
+    assert usage == expected.get_lm_usage()
+    await replay(history)
+
+
+async def test_async_aforward_matches_plain_dspy(client: Client, lm_server: ScriptedLMServer, task_queue: str, lm) -> None:
+    expected = await plain_arun(basic.AsyncRAG(), lm, question="Where is Paris?")
+    async with running_worker(client, task_queue, lm):
+        handle = await basic.AsyncRAG.start(client, question="Where is Paris?", task_queue=task_queue)
+        prediction = await handle.result()
+    assert fields(prediction) == fields(expected)
+    history = await handle.fetch_history()
+    assert scheduled_activities(history) == [SEARCH, FETCH, LM_CALL]
+    await replay(history)
+
+
+async def test_nested_modules(client: Client, lm_server: ScriptedLMServer, task_queue: str, lm) -> None:
+    expected = plain_run(basic.Nested(), lm, question="Why Temporal?")
+    async with running_worker(client, task_queue, lm):
+        handle = await basic.Nested.start(client, question="Why Temporal?", task_queue=task_queue)
+        prediction = await handle.result()
+    assert fields(prediction) == fields(expected)
+    history = await handle.fetch_history()
+    assert scheduled_activities(history) == [LM_CALL, LM_CALL]
+    await replay(history)
+
+
+async def test_sync_react_with_sync_and_async_durable_tools(
+    client: Client, lm_server: ScriptedLMServer, task_queue: str, lm
+) -> None:
+    basic.TOOL_CALLS.clear()
+    async with running_worker(client, task_queue, lm):
+        handle = await basic.Agent.start(client, question="What is the capital of France?", task_queue=task_queue)
+        prediction = await handle.result()
+    assert prediction.answer
+    history = await handle.fetch_history()
+    # Two ReAct steps (one per tool), finish, then the extract step.
+    assert scheduled_activities(history) == [LM_CALL, SEARCH, LM_CALL, FETCH, LM_CALL, LM_CALL]
+    assert [call.split(":")[0] for call in basic.TOOL_CALLS] == ["search_web", "fetch_page"]
+    assert "Paris is the capital" in str(prediction.trajectory)
+    await replay(history)
+
+
+async def test_async_react_matches_plain_dspy(client: Client, lm_server: ScriptedLMServer, task_queue: str, lm) -> None:
+    expected = await plain_arun(basic.AsyncAgent(), lm, question="Tell me about Paris")
+    async with running_worker(client, task_queue, lm):
+        handle = await basic.AsyncAgent.start(client, question="Tell me about Paris", task_queue=task_queue)
+        prediction = await handle.result()
+    assert fields(prediction) == fields(expected)
+    history = await handle.fetch_history()
+    assert scheduled_activities(history) == [LM_CALL, LOOKUP, LM_CALL, FETCH, LM_CALL, LM_CALL]
+    await replay(history)
+
+
+async def test_subclass_of_durable_program_has_its_own_workflow(
+    client: Client, lm_server: ScriptedLMServer, task_queue: str, lm
+) -> None:
+    expected = plain_run(basic.SubRAG(), lm, question="Sub?")
+    async with running_worker(client, task_queue, lm):
+        handle = await basic.SubRAG.start(client, question="Sub?", task_queue=task_queue)
+        prediction = await handle.result()
+    description = await handle.describe()
+    assert description.workflow_type == "tests.programs.basic.SubRAG"
+    assert fields(prediction) == fields(expected)
+
+
+async def test_run_starts_and_waits(client: Client, lm_server: ScriptedLMServer, task_queue: str, lm) -> None:
+    async with running_worker(client, task_queue, lm):
+        prediction = await basic.RAG.run(client, question="Run?", task_queue=task_queue)
+    assert prediction.answer == plain_run(basic.RAG(), lm, question="Run?").answer
