@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import dspy
 
 from durable_dspy import NonRetryableToolError, durable_program, durable_tool
@@ -9,24 +11,33 @@ from durable_dspy import NonRetryableToolError, durable_program, durable_tool
 TOOL_CALLS: list[str] = []
 
 
+def _record(call: str) -> None:
+    """Count tool executions in this process, and across worker processes through a log file."""
+    TOOL_CALLS.append(call)
+    path = os.environ.get("DURABLE_DSPY_TEST_TOOL_LOG")
+    if path:
+        with open(path, "a") as log:
+            log.write(call + "\n")
+
+
 @durable_tool
 def search_web(query: str) -> str:
     """Search the web for a query."""
-    TOOL_CALLS.append(f"search_web:{query}")
+    _record(f"search_web:{query}")
     return f"Paris is the capital of France. ({query})"
 
 
 @durable_tool
 async def fetch_page(url: str) -> str:
     """Fetch a page by URL."""
-    TOOL_CALLS.append(f"fetch_page:{url}")
+    _record(f"fetch_page:{url}")
     return f"<html>{url}</html>"
 
 
 @durable_tool
 def lookup(city: str, limit: int = 2) -> list[str]:
     """Look up facts about a city."""
-    TOOL_CALLS.append(f"lookup:{city}")
+    _record(f"lookup:{city}")
     return [f"{city} fact {i}" for i in range(limit)]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import collections
+import contextlib
 import hashlib
 import json
 import math
@@ -43,8 +44,12 @@ _ERRORS: dict[str, tuple[int, str, str, str | None]] = {
     "400": (400, "Invalid value for 'messages'.", "invalid_request_error", None),
     "401": (401, "Incorrect API key provided: sk-test.", "invalid_request_error", "invalid_api_key"),
     "403": (403, "You are not allowed to sample from this model.", "invalid_request_error", None),
-    "404": (404, "The model `test-model` does not exist or you do not have access to it.", "invalid_request_error",
-            "model_not_found"),
+    "404": (
+        404,
+        "The model `test-model` does not exist or you do not have access to it.",
+        "invalid_request_error",
+        "model_not_found",
+    ),
     "context_window": (
         400,
         "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens. "
@@ -58,7 +63,9 @@ _OUTPUT_SECTION = re.compile(r"Your output fields are:\n(.*?)\nAll interactions 
 _FIELD_LINE = re.compile(r"^\d+\. `(\w+)` \((.*?)\):", re.M)
 _NOTE_LINE = re.compile(r"^\{(\w+)\}\s+# note: the value you produce (.*)$", re.M)
 _JSON_OUTPUTS_MARKER = "Outputs will be a JSON object with the following fields."
-_TOOL_LINE = re.compile(r"^\s*\(\d+\) (\S+?)(?:, whose description is <desc>.*</desc>)?\. It takes arguments (.*)\.$", re.M)
+_TOOL_LINE = re.compile(
+    r"^\s*\(\d+\) (\S+?)(?:, whose description is <desc>.*</desc>)?\. It takes arguments (.*)\.$", re.M
+)
 _OBSERVATION = re.compile(r"\[\[ ## observation_(\d+) ## \]\]")
 _REACT_FIELDS = ("next_thought", "next_tool_name", "next_tool_args")
 
@@ -194,7 +201,9 @@ def _clamp(value: float, schema: dict[str, Any]) -> float:
     return value
 
 
-def _from_schema(schema: Any, name: str, seed: str, defs: dict[str, Any], text: str | None = None, depth: int = 0) -> Any:
+def _from_schema(
+    schema: Any, name: str, seed: str, defs: dict[str, Any], text: str | None = None, depth: int = 0
+) -> Any:
     """A value satisfying a (pydantic-generated) JSON schema, derived from the field name and seed."""
     if not isinstance(schema, dict) or depth > 8:
         return f"{name} {seed}"
@@ -226,13 +235,17 @@ def _from_schema(schema: Any, name: str, seed: str, defs: dict[str, Any], text: 
         return None
     if kind == "array":
         count = max(int(schema.get("minItems", 0)), min(2, int(schema.get("maxItems", 2))))
-        return [_from_schema(schema.get("items", {}), f"{name}-{i + 1}", seed, defs, text, depth + 1) for i in range(count)]
+        return [
+            _from_schema(schema.get("items", {}), f"{name}-{i + 1}", seed, defs, text, depth + 1) for i in range(count)
+        ]
     if kind == "object":
         props = schema.get("properties")
         if isinstance(props, dict):
             return {k: _from_schema(v, k, seed, defs, text, depth + 1) for k, v in props.items()}
         extra = schema.get("additionalProperties")
-        return {f"{name}_key": _from_schema(extra, name, seed, defs, text, depth + 1)} if isinstance(extra, dict) else {}
+        return (
+            {f"{name}_key": _from_schema(extra, name, seed, defs, text, depth + 1)} if isinstance(extra, dict) else {}
+        )
     if schema.get("format") == "date-time":
         return "2024-01-01T00:00:00Z"
     if schema.get("format") == "date":
@@ -395,10 +408,8 @@ class ScriptedLMServer:
             connections = list(self._connections)
         # Idle keep-alive connections would otherwise still be answered by their handler threads.
         for conn in connections:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         if thread is not None:
             thread.join(5)
         self._httpd = self._thread = None
@@ -516,19 +527,22 @@ class ScriptedLMServer:
             body = None
         if not isinstance(body, dict):
             self._record(raw.decode(errors="replace"), 400, "", path, None)
-            handler.send_json(400, _error_body("We could not parse the JSON body of your request.",
-                                               "invalid_request_error", None))
+            handler.send_json(
+                400, _error_body("We could not parse the JSON body of your request.", "invalid_request_error", None)
+            )
             return
         messages = body.get("messages")
         key = request_key(messages)
         if path not in ("/v1/chat/completions", "/chat/completions"):
             self._record(body, 404, key, path, None)
-            handler.send_json(404, _error_body(f"Unknown request URL: POST {path}.", "invalid_request_error",
-                                               "unknown_url"))
+            handler.send_json(
+                404, _error_body(f"Unknown request URL: POST {path}.", "invalid_request_error", "unknown_url")
+            )
             return
 
         fault = self._take_fault(messages)
         if self.latency > 0 and self._stopping.wait(self.latency):
+            handler.close_connection = True
             return
         if fault is not None and fault.kind == "hang":
             self._record(body, None, key, path, fault.kind)
@@ -536,6 +550,7 @@ class ScriptedLMServer:
             return
         if fault is not None and fault.kind == "slow":
             if self._stopping.wait(fault.delay or 0.0):
+                handler.close_connection = True
                 return
         elif fault is not None:
             status, message, type_, code = _ERRORS[fault.kind]
@@ -549,8 +564,10 @@ class ScriptedLMServer:
 
         if body.get("stream"):
             self._record(body, 400, key, path, None)
-            handler.send_json(400, _error_body("ScriptedLMServer supports only stream: false.",
-                                               "invalid_request_error", None, "stream"))
+            handler.send_json(
+                400,
+                _error_body("ScriptedLMServer supports only stream: false.", "invalid_request_error", None, "stream"),
+            )
             return
         try:
             payload = self._completion(body, key)
