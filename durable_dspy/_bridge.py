@@ -50,9 +50,7 @@ def await_(awaitable: Awaitable[T]) -> T:
     return parent.switch(awaitable)  # type: ignore[no-any-return]
 
 
-async def run_sync(
-    fn: Callable[..., T], /, *args: Any, context: contextvars.Context | None = None, **kwargs: Any
-) -> T:
+async def run_sync(fn: Callable[..., T], /, *args: Any, context: contextvars.Context | None = None, **kwargs: Any) -> T:
     """Run ``fn(*args, **kwargs)`` in a child greenlet, awaiting on its behalf whatever it passes to ``await_``.
 
     ``context`` is the contextvars context the code runs in (a copy of the caller's by default): a new

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -51,12 +52,22 @@ def validate_inputs(definition: ProgramDefinition, inputs: dict[str, Any]) -> di
             except Exception:
                 problems.append(f"input field {name!r} is a {type(value).__name__}, which cannot be serialized")
     if problems:
-        expected = ", ".join(str(p) for p in params.values()) or "no inputs"
+        expected = ", ".join(_describe_param(p) for p in params.values()) or "no inputs"
         raise InputError(
             f"{definition.cls.__qualname__}.start(): {'; '.join(problems)}. "
             f"{definition.method}() takes: {expected}. No workflow was started."
         )
     return inputs
+
+
+def _describe_param(param: inspect.Parameter) -> str:
+    text = param.name
+    if param.annotation is not param.empty:
+        ann = param.annotation
+        text += f": {ann if isinstance(ann, str) else getattr(ann, '__name__', repr(ann))}"
+    if param.default is not param.empty:
+        text += f" = {param.default!r}"
+    return text
 
 
 class DurableHandle:

@@ -96,7 +96,9 @@ class DevServer:
 
     With ``db_filename`` the server keeps its state in that SQLite file, which survives ``stop()``, ``kill()``
     and restarts; with ``None`` the state lives in memory and dies with the process. Ports left as ``None``
-    are picked when first started and then kept, so a restarted server has the same address.
+    are picked when first started and then kept, so a restarted server has the same address. The server runs in
+    its own session (terminal Ctrl-C does not reach it); one left running when its DevServer is garbage-collected
+    or the interpreter exits is stopped then.
 
     ``start()`` took about 0.1-0.3 s (fresh or existing SQLite file) on a typical Linux machine; ``stop()``
     about 1.3 s, because the server drains gracefully on SIGTERM.
@@ -123,7 +125,7 @@ class DevServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_path: pathlib.Path | None = None
         self._log_is_temp = False
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: weakref.finalize[[subprocess.Popen[bytes]], DevServer] | None = None
 
     @property
     def address(self) -> str:

@@ -33,7 +33,11 @@ def _plain_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 
         out["response_format"] = {
             "type": "json_schema",
-            "json_schema": {"name": fmt.__name__, "schema": _strict_json_schema(fmt.model_json_schema()), "strict": True},
+            "json_schema": {
+                "name": fmt.__name__,
+                "schema": _strict_json_schema(fmt.model_json_schema()),
+                "strict": True,
+            },
         }
     return out
 

@@ -36,18 +36,22 @@ def module_name(obj: Any) -> str:
     return Path(file).stem if file else name
 
 
-def qualified_name(obj: Any, *, kind: str) -> str:
-    """``"<module>.<qualname>"`` for a top-level class or function; rejects what has no stable name."""
+def qualified_name(obj: Any, *, kind: str, allow_local: bool = False) -> str:
+    """``"<module>.<qualname>"`` for a top-level class or function; rejects what has no stable name.
+
+    ``allow_local`` accepts a function defined inside another one (a tool given an explicit ``name=``: activities
+    are found by name, never imported).
+    """
     qualname: str = obj.__qualname__
-    if "<locals>" in qualname:
-        raise DefinitionError(
-            f"{kind} {qualname!r} is defined inside a function, so a Temporal worker cannot import it by name. "
-            "Define it at module level."
-        )
     if "<lambda>" in qualname:
         raise DefinitionError(
             f"{kind} {qualname!r} is a lambda, which has no stable name for Temporal. "
             "Write it as a named function at module level."
+        )
+    if "<locals>" in qualname and not allow_local:
+        raise DefinitionError(
+            f"{kind} {qualname!r} is defined inside a function, so a Temporal worker cannot import it by name. "
+            "Define it at module level" + (" (or give a tool an explicit name=...)." if kind.endswith("tool") else ".")
         )
     return f"{module_name(obj)}.{qualname}"
 

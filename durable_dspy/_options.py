@@ -44,7 +44,9 @@ class ActivityOptions:
         """These options with every field ``other`` sets taking precedence."""
         if other is None:
             return self
-        changes = {f.name: getattr(other, f.name) for f in dataclasses.fields(other) if getattr(other, f.name) is not None}
+        changes = {
+            f.name: getattr(other, f.name) for f in dataclasses.fields(other) if getattr(other, f.name) is not None
+        }
         return dataclasses.replace(self, **changes)
 
     def as_kwargs(self) -> dict[str, Any]:

@@ -68,7 +68,8 @@ class DurableDSPyPlugin(SimplePlugin):
         activity_threads: threads for sync durable tools.
 
     Example:
-        >>> client = await Client.connect("localhost:7233", plugins=[DurableDSPyPlugin(lm=dspy.LM("openai/gpt-4o-mini"))])
+        >>> plugin = DurableDSPyPlugin(lm=dspy.LM("openai/gpt-4o-mini"))
+        >>> client = await Client.connect("localhost:7233", plugins=[plugin])
         >>> worker = Worker(client, task_queue="rag")  # gets workflows, activities and settings from the plugin
     """
 

@@ -108,15 +108,15 @@ def _input_signature(cls: type, method: str) -> inspect.Signature:
         elif param.name in START_OPTION_NAMES:
             problems.append(f"`{param.name}` (reserved for start() options; rename the input)")
     if problems:
-        raise DefinitionError(f"{cls.__qualname__}.{method} has inputs a durable run cannot take: {'; '.join(problems)}.")
+        raise DefinitionError(
+            f"{cls.__qualname__}.{method} has inputs a durable run cannot take: {'; '.join(problems)}."
+        )
     return sig.replace(parameters=params)
 
 
 def _check_constructible(cls: type) -> None:
     params = list(inspect.signature(cls.__init__).parameters.values())[1:]
-    required = [
-        p.name for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    ]
+    required = [p.name for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     if required:
         raise DefinitionError(
             f"Durable program {cls.__qualname__}.__init__ requires {required}, but each run constructs the program "
@@ -173,7 +173,7 @@ def _subclass_hook(base: type) -> classmethod[Any, ..., None]:
     """Makes every subclass of a durable program durable too, with its own workflow and the base's options."""
     original = base.__dict__.get("__init_subclass__")
 
-    def __init_subclass__(sub: type, **kwargs: Any) -> None:  # noqa: N807
+    def __init_subclass__(sub: type, **kwargs: Any) -> None:
         if original is not None:
             original.__get__(None, sub)(**kwargs)
         else:
@@ -278,4 +278,3 @@ def _attach_client_methods(cls: type) -> None:
 
 
 __all__ = ["ProgramDefinition", "durable_program", "program_definition"]
-

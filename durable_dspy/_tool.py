@@ -227,7 +227,7 @@ def _decorate_tool(fn: Any, *, name: str | None = None, registry: Registry | Non
             f"@durable_tool decorates plain functions (sync or async), not {type(fn).__name__}. "
             "For a method, wrap the call in a module-level function."
         )
-    qualified = qualified_name(fn, kind="Durable tool")
+    qualified = qualified_name(fn, kind="Durable tool", allow_local=name is not None)
     tool_name = validate_name(name, kind="Tool") if name is not None else qualified
     definition = ToolDefinition(
         name=tool_name,

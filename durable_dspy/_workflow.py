@@ -51,7 +51,7 @@ async def _stand_in_lms(definition: ProgramDefinition, program: dspy.Module) -> 
     callers = {id(predictor): f"{prefix}.{name}" for name, predictor in named}
     own = [(name, predictor) for name, predictor in named if predictor.lm is not None]
     keys = [DEFAULT_LM_KEY, *(PREDICTOR_KEY_PREFIX + name for name, _ in own)]
-    described: DescribeResult = await workflow.execute_local_activity(
+    described: DescribeResult = await workflow.execute_activity(
         LM_DESCRIBE_ACTIVITY,
         DescribeRequest(program=definition.name, keys=keys),
         result_type=DescribeResult,

@@ -66,7 +66,9 @@ def task_queue() -> str:
 
 
 @contextlib.asynccontextmanager
-async def running_worker(client: Client, task_queue: str, lm: dspy.BaseLM | None, **options: object) -> AsyncIterator[Worker]:
+async def running_worker(
+    client: Client, task_queue: str, lm: dspy.BaseLM | None, **options: object
+) -> AsyncIterator[Worker]:
     """A worker with the durable_dspy plugin (the client carries one for its converter; this one brings the LM)."""
     plugin = durable_dspy.DurableDSPyPlugin(lm=lm)
     config = client.config()

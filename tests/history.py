@@ -11,6 +11,7 @@ from temporalio.worker import Replayer
 import durable_dspy
 
 LM_CALL = "durable_dspy.lm.call"
+DESCRIBE = "durable_dspy.lm.describe"
 
 
 def scheduled_activities(history: WorkflowHistory) -> list[str]:
@@ -29,3 +30,9 @@ async def replay(history: WorkflowHistory, **kwargs: Any) -> None:
     """Replay with the current code; raises on any non-determinism."""
     replayer = Replayer(workflows=[], plugins=[durable_dspy.DurableDSPyPlugin()], **kwargs)
     await replayer.replay_workflow(history)
+
+
+def workflow_task_problems(history: WorkflowHistory) -> list[str]:
+    """Workflow task failures and timeouts in a history (a healthy run has none)."""
+    bad = {EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED, EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT}
+    return [EventType.Name(e.event_type) for e in history.events if e.event_type in bad]

@@ -10,7 +10,7 @@ from temporalio.client import Client
 
 from durable_dspy._devserver import DevServer
 from tests.conftest import make_lm, plain_run
-from tests.history import LM_CALL, replay, scheduled_activities
+from tests.history import DESCRIBE, LM_CALL, replay, scheduled_activities
 from tests.programs import basic
 from tests.support.lm_server import ScriptedLMServer
 from tests.support.processes import WorkerProcess
@@ -59,7 +59,7 @@ async def test_sigkill_mid_run_resumes_without_repeating_completed_calls(
     assert_served_once_but_in_flight(counts, before_kill)
     assert lm_server.served in (10, 11)
     history = await handle.fetch_history()
-    assert scheduled_activities(history) == [LM_CALL] * 10
+    assert scheduled_activities(history) == [DESCRIBE] + [LM_CALL] * 10
     await replay(history)
     print(f"crash test: served before kill={served_at_kill}, total served={lm_server.served} for 10 calls")
 
@@ -71,9 +71,7 @@ async def test_sigkill_during_tool_call_does_not_repeat_finished_tools(
     lm_server.latency = 0.4
     tool_log = tmp_path / "tools.log"
     env = {"DURABLE_DSPY_TEST_TOOL_LOG": str(tool_log)}
-    first = WorkerProcess(
-        address=temporal_server.address, task_queue=task_queue, lm_url=lm_server.url, env=env
-    ).start()
+    first = WorkerProcess(address=temporal_server.address, task_queue=task_queue, lm_url=lm_server.url, env=env).start()
     try:
         handle = await basic.Agent.start(client, question="kill during tools", task_queue=task_queue)
         # Kill once the second LM call (after the first tool's observation) is under way.

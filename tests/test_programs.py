@@ -7,7 +7,7 @@ import pytest
 from temporalio.client import Client
 
 from tests.conftest import make_lm, plain_arun, plain_run, running_worker
-from tests.history import LM_CALL, replay, scheduled_activities
+from tests.history import DESCRIBE, LM_CALL, replay, scheduled_activities
 from tests.programs import basic
 from tests.support.lm_server import ScriptedLMServer
 
@@ -34,21 +34,23 @@ async def test_sync_forward_matches_plain_dspy(
     assert fields(prediction) == fields(expected)
     assert lm_server.served - plain_served == 1
     history = await handle.fetch_history()
-    assert scheduled_activities(history) == [SEARCH, LM_CALL]
+    assert scheduled_activities(history) == [DESCRIBE, SEARCH, LM_CALL]
     usage = prediction.get_lm_usage()
     assert usage and usage["openai/test-model"]["total_tokens"] > 0
     assert usage == expected.get_lm_usage()
     await replay(history)
 
 
-async def test_async_aforward_matches_plain_dspy(client: Client, lm_server: ScriptedLMServer, task_queue: str, lm) -> None:
+async def test_async_aforward_matches_plain_dspy(
+    client: Client, lm_server: ScriptedLMServer, task_queue: str, lm
+) -> None:
     expected = await plain_arun(basic.AsyncRAG(), lm, question="Where is Paris?")
     async with running_worker(client, task_queue, lm):
         handle = await basic.AsyncRAG.start(client, question="Where is Paris?", task_queue=task_queue)
         prediction = await handle.result()
     assert fields(prediction) == fields(expected)
     history = await handle.fetch_history()
-    assert scheduled_activities(history) == [SEARCH, FETCH, LM_CALL]
+    assert scheduled_activities(history) == [DESCRIBE, SEARCH, FETCH, LM_CALL]
     await replay(history)
 
 
@@ -59,7 +61,7 @@ async def test_nested_modules(client: Client, lm_server: ScriptedLMServer, task_
         prediction = await handle.result()
     assert fields(prediction) == fields(expected)
     history = await handle.fetch_history()
-    assert scheduled_activities(history) == [LM_CALL, LM_CALL]
+    assert scheduled_activities(history) == [DESCRIBE, LM_CALL, LM_CALL]
     await replay(history)
 
 
@@ -73,7 +75,7 @@ async def test_sync_react_with_sync_and_async_durable_tools(
     assert prediction.answer
     history = await handle.fetch_history()
     # Two ReAct steps (one per tool), finish, then the extract step.
-    assert scheduled_activities(history) == [LM_CALL, SEARCH, LM_CALL, FETCH, LM_CALL, LM_CALL]
+    assert scheduled_activities(history) == [DESCRIBE, LM_CALL, SEARCH, LM_CALL, FETCH, LM_CALL, LM_CALL]
     assert [call.split(":")[0] for call in basic.TOOL_CALLS] == ["search_web", "fetch_page"]
     assert "Paris is the capital" in str(prediction.trajectory)
     await replay(history)
@@ -86,7 +88,7 @@ async def test_async_react_matches_plain_dspy(client: Client, lm_server: Scripte
         prediction = await handle.result()
     assert fields(prediction) == fields(expected)
     history = await handle.fetch_history()
-    assert scheduled_activities(history) == [LM_CALL, LOOKUP, LM_CALL, FETCH, LM_CALL, LM_CALL]
+    assert scheduled_activities(history) == [DESCRIBE, LM_CALL, LOOKUP, LM_CALL, FETCH, LM_CALL, LM_CALL]
     await replay(history)
 
 

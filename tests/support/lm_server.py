@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-__all__ = ["FAULT_KINDS", "ChatRequest", "RecordedRequest", "Reply", "ScriptedLMServer"]
+__all__ = ["FAULT_KINDS", "ChatRequest", "RecordedRequest", "Reply", "ScriptedLMServer", "request_key"]
 
 Reply = dict[str, Any] | str
 """A responder's answer: output field values (formatted for the request's adapter) or a verbatim completion text."""

@@ -31,7 +31,9 @@ def main() -> None:
 
     for module in args.module:
         importlib.import_module(module)
-    lm = dspy.LM("openai/test-model", api_base=args.lm_url + "/v1", api_key=args.api_key, cache=False, engine=args.engine)
+    lm = dspy.LM(
+        "openai/test-model", api_base=args.lm_url + "/v1", api_key=args.api_key, cache=False, engine=args.engine
+    )
 
     def ready(_worker: object) -> None:
         print("READY", flush=True)

@@ -1,0 +1,62 @@
+"""API keys and base URLs stay on the worker: never in a workflow's inputs, history or logs."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from google.protobuf.json_format import MessageToJson
+from temporalio.client import Client
+
+from tests.conftest import SECRET, running_worker
+from tests.programs import basic
+from tests.support.lm_server import ScriptedLMServer
+
+
+async def test_api_key_and_base_url_never_reach_history_or_logs(
+    client: Client, lm_server: ScriptedLMServer, task_queue: str, lm, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with running_worker(client, task_queue, lm):
+        handle = await basic.Agent.start(client, question="secret?", task_queue=task_queue)
+        await handle.result()
+    history = await handle.fetch_history()
+    raw = history.to_json()
+    # Payload data is base64 in the JSON form: decode every payload too.
+    dumped = "\n".join(MessageToJson(event) for event in history.events)
+    payloads = _payload_texts(history)
+    assert "durable_dspy.lm.call" in raw and "test-model" in payloads  # the scan sees the real payloads
+    for text in (dumped, raw, payloads):
+        assert SECRET not in text
+        assert lm_server.url not in text
+        assert "api_base" not in text and "api_key" not in text
+    assert lm_server.served >= 4
+    assert caplog.records, "logging was captured"
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert SECRET not in logged
+
+
+def _payload_texts(history) -> str:  # type: ignore[no-untyped-def]
+    """Every payload's data in the history, decoded."""
+    from temporalio.api.common.v1 import Payload
+
+    texts: list[str] = []
+
+    def walk(value) -> None:  # type: ignore[no-untyped-def]
+        if isinstance(value, Payload):
+            texts.append(value.data.decode("utf-8", "replace"))
+        elif hasattr(value, "ListFields"):
+            for _field, child in value.ListFields():
+                walk(child)
+        elif isinstance(value, str | bytes):
+            return
+        elif hasattr(value, "values") and callable(value.values):
+            for child in value.values():
+                walk(child)
+        elif hasattr(value, "__iter__"):
+            for child in value:
+                walk(child)
+
+    for event in history.events:
+        walk(event)
+    return "\n".join(texts)
