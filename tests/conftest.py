@@ -17,7 +17,7 @@ from temporalio.worker import Worker
 
 import durable_dspy
 from durable_dspy._devserver import DevServer
-from tests.support.lm_server import ScriptedLMServer
+from durable_dspy.testing._lm_server import ScriptedLMServer
 
 SECRET = "sk-test-SECRET"
 

@@ -7,10 +7,10 @@ import asyncio
 from temporalio.client import Client
 
 from durable_dspy._executor import RunAffinityExecutor
+from durable_dspy.testing._lm_server import ScriptedLMServer
 from tests.conftest import running_worker
 from tests.history import DESCRIBE, LM_CALL, replay, scheduled_activities, workflow_task_problems
 from tests.programs import basic
-from tests.support.lm_server import ScriptedLMServer
 
 RUNS = 50
 CALLS = 3

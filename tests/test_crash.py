@@ -9,10 +9,10 @@ from pathlib import Path
 from temporalio.client import Client
 
 from durable_dspy._devserver import DevServer
+from durable_dspy.testing._lm_server import ScriptedLMServer
 from tests.conftest import make_lm, plain_run
 from tests.history import DESCRIBE, LM_CALL, replay, scheduled_activities
 from tests.programs import basic
-from tests.support.lm_server import ScriptedLMServer
 from tests.support.processes import WorkerProcess
 
 

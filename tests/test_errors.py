@@ -9,9 +9,9 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.service import RPCError
 
 from durable_dspy import InputError, ProgramFailedError
+from durable_dspy.testing._lm_server import ScriptedLMServer
 from tests.conftest import running_worker
 from tests.programs import basic
-from tests.support.lm_server import ScriptedLMServer
 
 
 async def _exists(client: Client, workflow_id: str) -> bool:

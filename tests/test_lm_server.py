@@ -25,7 +25,7 @@ from dspy.utils.exceptions import (
     LMUnsupportedModelError,
 )
 
-from tests.support.lm_server import ChatRequest, Reply, ScriptedLMServer, request_key
+from durable_dspy.testing._lm_server import ChatRequest, Reply, ScriptedLMServer, request_key
 
 ENGINES = ["auto", "litellm"]
 

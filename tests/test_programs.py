@@ -6,10 +6,10 @@ import dspy
 import pytest
 from temporalio.client import Client
 
+from durable_dspy.testing._lm_server import ScriptedLMServer
 from tests.conftest import make_lm, plain_arun, plain_run, running_worker
 from tests.history import DESCRIBE, LM_CALL, replay, scheduled_activities
 from tests.programs import basic
-from tests.support.lm_server import ScriptedLMServer
 
 SEARCH = "tests.programs.basic.search_web"
 FETCH = "tests.programs.basic.fetch_page"

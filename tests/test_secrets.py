@@ -8,9 +8,9 @@ import pytest
 from google.protobuf.json_format import MessageToJson
 from temporalio.client import Client
 
+from durable_dspy.testing._lm_server import ScriptedLMServer
 from tests.conftest import SECRET, running_worker
 from tests.programs import basic
-from tests.support.lm_server import ScriptedLMServer
 
 
 async def test_api_key_and_base_url_never_reach_history_or_logs(

@@ -1,0 +1,10 @@
+"""Testing helpers for durable DSPy programs: a scripted OpenAI-compatible LM server (offline, deterministic).
+
+Example:
+    >>> with ScriptedLMServer() as server:
+    ...     lm = dspy.LM("openai/test-model", api_base=server.url + "/v1", api_key="sk-test", cache=False)
+"""
+
+__all__ = ["ChatRequest", "RecordedRequest", "ScriptedLMServer", "request_key"]
+
+from ._lm_server import ChatRequest, RecordedRequest, ScriptedLMServer, request_key
