@@ -15,8 +15,10 @@ __all__ = [
     "InputError",
     "NonRetryableToolError",
     "ProgramFailedError",
+    "Progress",
     "Registry",
     "SerializationError",
+    "Step",
     "WorkflowUsageError",
     "__version__",
     "connect",
@@ -42,6 +44,7 @@ from ._errors import (
 from ._options import ActivityOptions
 from ._plugin import DurableDSPyPlugin
 from ._program import durable_program
+from ._progress import Progress, Step
 from ._registry import Registry, default_registry
 from ._serve import serve, serve_async
 from ._tool import NonRetryableToolError, durable_tool

@@ -12,7 +12,7 @@ from dspy.utils.callback import with_callbacks
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from . import _bridge
+from . import _bridge, _progress
 from ._names import LM_CALL_ACTIVITY
 from ._protocol import LMCallRequest, LMCallResult, LMInfo
 
@@ -104,16 +104,25 @@ class DurableLM(BaseLM):
         raise NotImplementedError("DurableLM is called through __call__/acall only.")
 
     def _request(self, prompt: Any, messages: Any, kwargs: dict[str, Any]) -> LMCallRequest:
-        predictor = settings.caller_predict
         return LMCallRequest(
             program=self._program,
             lm_key=self._info.key,
             messages=messages if messages is not None else [{"role": "user", "content": prompt}],
             kwargs=_plain_kwargs({**self.kwargs, **kwargs}),
-            caller=self._callers.get(id(predictor), "") if predictor is not None else "",
+            caller=self._caller(),
         )
 
+    def _caller(self) -> str:
+        """The calling predictor's path in the program, e.g. ``RAG.answer.predict`` (innermost module first)."""
+        for module in reversed(settings.caller_modules or ()):
+            name = self._callers.get(id(module))
+            if name:
+                return name
+        return ""
+
     async def _execute(self, request: LMCallRequest) -> LMCallResult:
+        state = _progress.current()
+        step = state.begin("lm", request.caller or self.model) if state else None
         try:
             result: LMCallResult = await workflow.execute_activity(
                 LM_CALL_ACTIVITY,
@@ -123,7 +132,12 @@ class DurableLM(BaseLM):
                 **self._options.as_kwargs(),
             )
         except ActivityError as err:
+            if state and step:
+                state.end(step, failed=True)
             raise _dspy_error(err) from err
+        if state and step:
+            state.end(step)
+            state.add_usage(step, self.model, result.usage, result.cost)
         return result
 
     def _record(self, prompt: Any, messages: Any, kwargs: dict[str, Any], result: LMCallResult) -> list[Any]:

@@ -15,7 +15,7 @@ import wrapt
 from temporalio import activity, workflow
 from temporalio.exceptions import ApplicationError
 
-from . import _bridge
+from . import _bridge, _progress
 from ._errors import DefinitionError
 from ._names import qualified_name, validate_name
 from ._options import DEFAULT_TOOL_OPTIONS, ActivityOptions, options_from_kwargs
@@ -160,13 +160,27 @@ class DurableTool(wrapt.FunctionWrapper):  # type: ignore[misc]
 
 def _schedule(definition: ToolDefinition, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Awaitable[Any]:
     bound = inspect.signature(definition.fn).bind(*args, **kwargs)
-    return workflow.execute_activity(
-        definition.name,
-        ToolCall(arguments=dict(bound.arguments)),
-        result_type=definition.result_type(),
-        summary=definition.name,
-        **definition.options.as_kwargs(),
-    )
+    return _run_activity(definition, ToolCall(arguments=dict(bound.arguments)))
+
+
+async def _run_activity(definition: ToolDefinition, call: ToolCall) -> Any:
+    state = _progress.current()
+    step = state.begin("tool", definition.name) if state else None
+    try:
+        result = await workflow.execute_activity(
+            definition.name,
+            call,
+            result_type=definition.result_type(),
+            summary=definition.name,
+            **definition.options.as_kwargs(),
+        )
+    except BaseException:
+        if state and step:
+            state.end(step, failed=True)
+        raise
+    if state and step:
+        state.end(step)
+    return result
 
 
 def _make_wrapper(definition: ToolDefinition) -> Callable[..., Any]:

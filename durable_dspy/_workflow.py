@@ -10,10 +10,11 @@ import pydantic_core
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError, FailureError
 
-from . import _bridge
+from . import _bridge, _progress
 from ._lm import DurableLM
 from ._lm_activity import PREDICTOR_KEY_PREFIX
 from ._names import LM_DESCRIBE_ACTIVITY, WORKFLOW_CLASS_SUFFIX
+from ._progress import PROGRESS_QUERY, Progress, RunState
 from ._protocol import DEFAULT_LM_KEY, DescribeRequest, DescribeResult, RunResult
 
 if TYPE_CHECKING:
@@ -67,8 +68,19 @@ async def _stand_in_lms(definition: ProgramDefinition, program: dspy.Module) -> 
     return lms
 
 
-async def run_program(definition: ProgramDefinition, inputs: dict[str, Any]) -> RunResult:
+async def run_program(definition: ProgramDefinition, inputs: dict[str, Any], state: RunState) -> RunResult:
     """Run one durable program: every LM call and durable tool call becomes an activity."""
+    _progress.activate(state)
+    try:
+        result = await _run(definition, inputs)
+    except BaseException:
+        state.progress.status = "failed"
+        raise
+    state.progress.status = "completed"
+    return result
+
+
+async def _run(definition: ProgramDefinition, inputs: dict[str, Any]) -> RunResult:
     program = definition.cls()
     lms = await _stand_in_lms(definition, program)
     kwargs = definition.decode_inputs(inputs)
@@ -92,17 +104,26 @@ def generate_workflow(definition: ProgramDefinition) -> type:
     cls = definition.cls
     attr = cls.__qualname__.replace(".", "_") + WORKFLOW_CLASS_SUFFIX
 
-    async def run(self: Any, inputs: dict[str, Any]) -> RunResult:
-        return await run_program(definition, inputs)
+    def __init__(self: Any) -> None:
+        self._state = RunState(definition.name)
 
-    # Temporal checks that the run method belongs to the class it decorates, by module and qualname.
-    run.__module__ = cls.__module__
-    run.__qualname__ = f"{attr}.run"
+    async def run(self: Any, inputs: dict[str, Any]) -> RunResult:
+        return await run_program(definition, inputs, self._state)
+
+    def progress(self: Any) -> Progress:
+        return self._state.progress  # type: ignore[no-any-return]
+
+    # Temporal checks that handlers belong to the class they decorate, by module and qualname.
+    for method in (__init__, run, progress):
+        method.__module__ = cls.__module__
+        method.__qualname__ = f"{attr}.{method.__name__}"
     namespace = {
         "__module__": cls.__module__,
         "__qualname__": attr,
         "__doc__": f"Durable workflow generated for {definition.origin.qualified}.",
+        "__init__": __init__,
         "run": workflow.run(run),
+        "progress": workflow.query(name=PROGRESS_QUERY)(progress),
     }
     generated = type(attr, (), namespace)
     return workflow.defn(name=definition.name)(generated)

@@ -6,6 +6,7 @@ import dspy
 import pytest
 from temporalio.client import Client
 
+from durable_dspy._progress import PROGRESS_QUERY, Progress
 from durable_dspy.testing._lm_server import ScriptedLMServer
 from tests.conftest import make_lm, plain_arun, plain_run, running_worker
 from tests.history import DESCRIBE, LM_CALL, replay, scheduled_activities
@@ -108,3 +109,30 @@ async def test_run_starts_and_waits(client: Client, lm_server: ScriptedLMServer,
     async with running_worker(client, task_queue, lm):
         prediction = await basic.RAG.run(client, question="Run?", task_queue=task_queue)
     assert prediction.answer == plain_run(basic.RAG(), lm, question="Run?").answer
+
+
+async def test_progress_query_lists_steps_and_usage(
+    client: Client, lm_server: ScriptedLMServer, task_queue: str, lm
+) -> None:
+    async with running_worker(client, task_queue, lm):
+        handle = await basic.Agent.start(client, question="progress?", task_queue=task_queue)
+        prediction = await handle.result()
+        progress = await handle.query(PROGRESS_QUERY, result_type=Progress)
+    assert progress.status == "completed"
+    assert [(s.kind, s.name) for s in progress.steps] == [
+        ("lm", "Agent.react.react"),
+        ("tool", SEARCH),
+        ("lm", "Agent.react.react"),
+        ("tool", FETCH),
+        ("lm", "Agent.react.react"),
+        ("lm", "Agent.react.extract.predict"),
+    ]
+    assert all(s.status == "completed" and s.duration_ms is not None for s in progress.steps)
+    assert progress.total_tokens == prediction.get_lm_usage()["openai/test-model"]["total_tokens"] > 0
+    history = await handle.fetch_history()
+    summaries = [
+        e.user_metadata.summary.data.decode()
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert '"Agent.react.react"' in summaries and f'"{SEARCH}"' in summaries
