@@ -12,7 +12,7 @@ from dspy.utils.callback import with_callbacks
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from . import _bridge, _progress
+from . import _bridge, _progress, _versioning
 from ._names import LM_CALL_ACTIVITY
 from ._protocol import LMCallRequest, LMCallResult, LMInfo
 
@@ -122,6 +122,9 @@ class DurableLM(BaseLM):
 
     async def _execute(self, request: LMCallRequest) -> LMCallResult:
         state = _progress.current()
+        if state and state.changed:
+            raise state.changed
+        index = state.progress.lm_calls + 1 if state else 0
         step = state.begin("lm", request.caller or self.model) if state else None
         try:
             result: LMCallResult = await workflow.execute_activity(
@@ -135,6 +138,13 @@ class DurableLM(BaseLM):
             if state and step:
                 state.end(step, failed=True)
             raise _dspy_error(err) from err
+        if result.caller != request.caller and _versioning.is_replaying():
+            try:
+                _versioning.check_call(self._program, index, result.caller, request.caller)
+            except _versioning.ProgramChangedError as err:
+                if state:
+                    state.changed = err
+                raise
         if state and step:
             state.end(step)
             state.add_usage(step, self.model, result.usage, result.cost)

@@ -135,7 +135,25 @@ class LMActivities:
         """Report model, kwargs and capabilities of the LMs a run will use (computed once per worker)."""
         # Capability lookups may read model metadata from disk or the network: keep them off the event loop.
         infos = [await asyncio.to_thread(self.info, request.program, key) for key in request.keys]
-        return DescribeResult(lms=infos)
+        return DescribeResult(
+            lms=infos,
+            fingerprint=request.fingerprint,
+            fingerprint_description=request.fingerprint_description,
+            state_hash=request.state_hash,
+            state=self._pinned_state(request.program, request.state_hash),
+        )
+
+    def _pinned_state(self, program: str, state_hash: str | None) -> dict[str, Any] | None:
+        """The compiled state a new run starts with, recorded in its history when it fits the budget."""
+        if state_hash is None:
+            return None
+        from ._program import program_definition
+
+        definition = program_definition(self._programs(program))
+        for state in definition.states if definition else ():
+            if state.hash == state_hash and state.fits_history:
+                return state.data
+        return None
 
     @activity.defn(name=LM_CALL_ACTIVITY)
     async def call(self, request: LMCallRequest) -> LMCallResult:
@@ -168,4 +186,5 @@ class LMActivities:
             cost=result.cost,
             cost_details=plain(result.cost_details or {}),
             response_model=result.response_model,
+            caller=request.caller,
         )

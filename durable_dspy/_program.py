@@ -16,6 +16,7 @@ from ._errors import DefinitionError
 from ._names import qualified_name, validate_name
 from ._options import DEFAULT_LM_OPTIONS, ActivityOptions, options_from_kwargs
 from ._registry import Origin, Registry, default_registry
+from ._state import CompiledState, load_states
 
 M = TypeVar("M", bound=type)
 
@@ -55,6 +56,7 @@ class ProgramDefinition:
     task_queue: str | None
     registry: Registry
     explicit: bool
+    states: list[CompiledState] = field(default_factory=list)
     workflow: type = field(init=False)
     _adapters: dict[str, pydantic.TypeAdapter[Any]] = field(init=False, repr=False)
 
@@ -71,6 +73,9 @@ class ProgramDefinition:
                     self._adapters[param.name] = pydantic.TypeAdapter(hint)
                 except Exception:
                     continue
+
+    def known_state(self, state_hash: str) -> CompiledState | None:
+        return next((state for state in self.states if state.hash == state_hash), None)
 
     def decode_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """Turn workflow input JSON back into ``forward``'s annotated types (a ``dspy.History``, a pydantic model)."""
@@ -143,6 +148,7 @@ def _define(
     lm_options: ActivityOptions,
     task_queue: str | None,
     explicit: bool,
+    states: list[CompiledState] | None = None,
 ) -> ProgramDefinition:
     if not (isinstance(cls, type) and issubclass(cls, dspy.Module)):
         raise DefinitionError(f"@durable_program decorates dspy.Module subclasses, not {cls!r}.")
@@ -159,6 +165,7 @@ def _define(
         task_queue=task_queue,
         registry=registry,
         explicit=explicit,
+        states=states or [],
     )
     _bind_workflow(definition)
     previous = cls.__dict__.get(DEFINITION_ATTR)
@@ -208,6 +215,7 @@ def durable_program(
     name: str | None = None,
     task_queue: str | None = None,
     registry: Registry | None = None,
+    state: Any = None,
     start_to_close_timeout: Any = None,
     schedule_to_close_timeout: Any = None,
     schedule_to_start_timeout: Any = None,
@@ -221,7 +229,9 @@ def durable_program(cls: Any = None, /, **options: Any) -> Any:
 
     The workflow is named ``"<module>.<qualname>"`` unless ``name=`` is given; the name is a contract with
     running workflows. Temporal-named options (``start_to_close_timeout``, ``retry_policy``, ...) apply to the
-    program's LM calls. Subclasses are durable too, each with its own workflow.
+    program's LM calls. Subclasses are durable too, each with its own workflow. ``state=`` takes the JSON saved by
+    ``program.save(path)`` after optimization (a path, or a list of paths, current first): each run is pinned to
+    the state it started with.
 
     Example:
         >>> @durable_program
@@ -244,6 +254,7 @@ def _decorate_program(
     name: str | None = None,
     task_queue: str | None = None,
     registry: Registry | None = None,
+    state: Any = None,
     **options: Any,
 ) -> Any:
     existing = program_definition(cls) if isinstance(cls, type) else None
@@ -258,6 +269,7 @@ def _decorate_program(
         lm_options=lm_options,
         task_queue=task_queue,
         explicit=True,
+        states=load_states(state),
     )
     if existing is None and not inherited:
         cls.__init_subclass__ = _subclass_hook(cls)

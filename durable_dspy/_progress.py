@@ -54,6 +54,7 @@ class RunState:
 
     def __init__(self, program: str) -> None:
         self.progress = Progress(program=program)
+        self.changed: BaseException | None = None  # a ProgramChangedError seen during replay
 
     def begin(self, kind: str, name: str) -> Step:
         step = Step(kind=kind, name=name, started_at=workflow.now().isoformat())

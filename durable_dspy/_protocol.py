@@ -24,13 +24,22 @@ class LMInfo:
 
 @dataclass(frozen=True)
 class DescribeRequest:
+    """Sent once at the start of a run; the worker echoes the version fields so they are pinned in history."""
+
     program: str
     keys: list[str]
+    fingerprint: str = ""
+    fingerprint_description: str = ""
+    state_hash: str | None = None
 
 
 @dataclass(frozen=True)
 class DescribeResult:
     lms: list[LMInfo]
+    fingerprint: str = ""
+    fingerprint_description: str = ""
+    state_hash: str | None = None
+    state: dict[str, Any] | None = None  # the compiled state itself, when it fits the payload budget
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,7 @@ class LMCallResult:
     cost: float | None = None
     cost_details: dict[str, Any] = field(default_factory=dict)
     response_model: str | None = None
+    caller: str = ""  # echoed from the request, so a replay can tell whether the same predictor made the call
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import pydantic_core
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError, FailureError
 
-from . import _bridge, _progress
+from . import _bridge, _progress, _state, _versioning
 from ._lm import DurableLM
 from ._lm_activity import PREDICTOR_KEY_PREFIX
 from ._names import LM_DESCRIBE_ACTIVITY, WORKFLOW_CLASS_SUFFIX
@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from ._program import ProgramDefinition
 
 DESCRIBE_TIMEOUT = timedelta(seconds=60)
+
+
+class StateUnavailableError(_versioning.ProgramChangedError):
+    """A resumed run's pinned compiled state is not available on this worker (fails the task; the run waits)."""
 
 
 def _run_result(output: Any) -> RunResult:
@@ -45,19 +49,31 @@ def _check_serializable(what: str, value: Any) -> None:
         ) from None
 
 
-async def _stand_in_lms(definition: ProgramDefinition, program: dspy.Module) -> dict[str, DurableLM]:
-    """Ask the worker (once per run, recorded in history) about the LMs this run uses; build their stand-ins."""
+async def _prepare(definition: ProgramDefinition, program: dspy.Module) -> dict[str, DurableLM]:
+    """Once per run, recorded in history: pin the program's version and compiled state, and ask the worker about
+    the LMs the run uses (model, request defaults, capabilities); build the stand-in LMs."""
     named = program.named_predictors()
     prefix = definition.cls.__name__
     callers = {id(predictor): f"{prefix}.{name}" for name, predictor in named}
     own = [(name, predictor) for name, predictor in named if predictor.lm is not None]
     keys = [DEFAULT_LM_KEY, *(PREDICTOR_KEY_PREFIX + name for name, _ in own)]
+    current = _versioning.fingerprint(program)
     described: DescribeResult = await workflow.execute_activity(
         LM_DESCRIBE_ACTIVITY,
-        DescribeRequest(program=definition.name, keys=keys),
+        DescribeRequest(
+            program=definition.name,
+            keys=keys,
+            fingerprint=current[0],
+            fingerprint_description=current[1],
+            state_hash=definition.states[0].hash if definition.states else None,
+        ),
         result_type=DescribeResult,
         start_to_close_timeout=DESCRIBE_TIMEOUT,
+        summary="describe LMs",
     )
+    _versioning.check_fingerprint(definition.name, described.fingerprint, described.fingerprint_description, current)
+    if described.state_hash is not None:
+        _load_pinned_state(definition, program, described)
     lms = {
         info.key: DurableLM(info, program=definition.name, options=definition.lm_options, callers=callers)
         for info in described.lms
@@ -66,6 +82,24 @@ async def _stand_in_lms(definition: ProgramDefinition, program: dspy.Module) -> 
         # The real LM object stays in memory only; calls go to the worker's copy of it, by key.
         predictor.lm = lms[PREDICTOR_KEY_PREFIX + name]
     return lms
+
+
+def _load_pinned_state(definition: ProgramDefinition, program: dspy.Module, described: DescribeResult) -> None:
+    state_hash = described.state_hash
+    assert state_hash is not None
+    data = described.state
+    if data is None:
+        known = definition.known_state(state_hash)
+        data = known.data if known is not None else None
+    if data is None:
+        current = definition.states[0].hash if definition.states else "none"
+        # Fails the workflow task, not the run: it waits for a worker that has the state it started with.
+        raise StateUnavailableError(
+            f"Run of {definition.name!r} is pinned to compiled state {state_hash}, which this worker does not have "
+            f"(its current state is {current}). Start a worker whose @durable_program(state=[...]) includes the "
+            "state this run started with."
+        )
+    program.load_state(_state.for_program(data))
 
 
 async def run_program(definition: ProgramDefinition, inputs: dict[str, Any], state: RunState) -> RunResult:
@@ -82,7 +116,7 @@ async def run_program(definition: ProgramDefinition, inputs: dict[str, Any], sta
 
 async def _run(definition: ProgramDefinition, inputs: dict[str, Any]) -> RunResult:
     program = definition.cls()
-    lms = await _stand_in_lms(definition, program)
+    lms = await _prepare(definition, program)
     kwargs = definition.decode_inputs(inputs)
     try:
         with dspy.context(lm=lms.get(DEFAULT_LM_KEY), track_usage=True):
@@ -90,12 +124,18 @@ async def _run(definition: ProgramDefinition, inputs: dict[str, Any]) -> RunResu
                 output = await program.acall(**kwargs)
             else:
                 output = await _bridge.run_sync(program, **kwargs)
-    except (FailureError, workflow.NondeterminismError):
+    except (FailureError, workflow.NondeterminismError, _versioning.ProgramChangedError):
         raise
     except Exception as exc:
+        state = _progress.current()
+        if state and state.changed:
+            raise state.changed from exc
         # The program's own error ends the run with its type and message; as a plain exception it would fail
         # the workflow task and be retried forever.
         raise ApplicationError(f"{type(exc).__name__}: {exc}", type=type(exc).__name__, non_retryable=True) from exc
+    state = _progress.current()
+    if state and state.changed:
+        raise state.changed
     return _run_result(output)
 
 

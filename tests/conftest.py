@@ -67,10 +67,14 @@ def task_queue() -> str:
 
 @contextlib.asynccontextmanager
 async def running_worker(
-    client: Client, task_queue: str, lm: dspy.BaseLM | None, **options: object
+    client: Client,
+    task_queue: str,
+    lm: dspy.BaseLM | None,
+    registry: durable_dspy.Registry | None = None,
+    **options: object,
 ) -> AsyncIterator[Worker]:
     """A worker with the durable_dspy plugin (the client carries one for its converter; this one brings the LM)."""
-    plugin = durable_dspy.DurableDSPyPlugin(lm=lm)
+    plugin = durable_dspy.DurableDSPyPlugin(lm=lm, registry=registry)
     config = client.config()
     config["plugins"] = [plugin]
     worker_client = Client(**config)

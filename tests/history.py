@@ -26,9 +26,9 @@ def completed_activities(history: WorkflowHistory) -> int:
     return sum(1 for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
 
 
-async def replay(history: WorkflowHistory, **kwargs: Any) -> None:
+async def replay(history: WorkflowHistory, registry: durable_dspy.Registry | None = None, **kwargs: Any) -> None:
     """Replay with the current code; raises on any non-determinism."""
-    replayer = Replayer(workflows=[], plugins=[durable_dspy.DurableDSPyPlugin()], **kwargs)
+    replayer = Replayer(workflows=[], plugins=[durable_dspy.DurableDSPyPlugin(registry=registry)], **kwargs)
     await replayer.replay_workflow(history)
 
 
