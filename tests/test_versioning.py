@@ -13,7 +13,9 @@ from temporalio.client import Client
 
 from durable_dspy._devserver import DevServer
 from durable_dspy._state import state_hash
+from durable_dspy.testing import check_histories
 from durable_dspy.testing._lm_server import ScriptedLMServer
+from durable_dspy.testing._replay import explain
 from tests.conftest import running_worker
 from tests.history import replay
 from tests.programs import versions
@@ -93,3 +95,30 @@ def test_state_hash_ignores_metadata() -> None:
     state = program.dump_state()
     assert state_hash({**state, "metadata": {"dependency_versions": {"dspy": "x"}}}) == state_hash(state)
     assert dspy.__version__
+
+
+async def test_check_histories_reports_changes_clearly(
+    client: Client, lm_server: ScriptedLMServer, task_queue: str, lm, tmp_path: Path
+) -> None:
+    async with running_worker(client, task_queue, lm, registry=versions.V1):
+        handle = await versions.OrderV1.start(client, question="saved", task_queue=task_queue)
+        await handle.result()
+    saved = tmp_path / "order.json"
+    saved.write_text((await handle.fetch_history()).to_json())
+    [ok] = await check_histories([saved], registry=versions.V1)
+    assert ok.ok and ok.message == ""
+    [changed] = await check_histories([saved], registry=versions.V2)
+    assert not changed.ok
+    assert "LM call #1 was made by 'OrderV1.draft'" in changed.message
+    assert "Deploy the version the run started with" in changed.message
+
+
+def test_explain_translates_temporal_nondeterminism() -> None:
+    raw = (
+        'Workflow activation completion failed: Failure { failure: Some(Failure { message: "[TMPRL1100] '
+        "Nondeterminism error: Activity type of scheduled event 'a' does not match activity type of activity "
+        'command \'b\'", source: "" }) }'
+    )
+    message = explain(raw, "wf-1")
+    assert message.startswith("The program's code no longer matches the recorded run 'wf-1'")
+    assert "Activity type of scheduled event 'a'" in message and "Deploy the version" in message
