@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import dspy
 import pytest
 from temporalio.client import Client
@@ -136,3 +138,20 @@ async def test_progress_query_lists_steps_and_usage(
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
     assert '"Agent.react.react"' in summaries and f'"{SEARCH}"' in summaries
+
+
+async def test_two_agents_with_same_named_tools_do_not_clash(
+    client: Client, lm_server: ScriptedLMServer, task_queue: str, lm
+) -> None:
+    from tests.programs import agent_a, agent_b
+
+    async with running_worker(client, task_queue, lm):
+        handles = [
+            await agent_a.AgentA.start(client, question="which corpus?", task_queue=task_queue),
+            await agent_b.AgentB.start(client, question="which corpus?", task_queue=task_queue),
+        ]
+        a, b = await asyncio.gather(*(h.result() for h in handles))
+    assert "A-result" in str(a.trajectory) and "B-result" not in str(a.trajectory)
+    assert "B-result" in str(b.trajectory) and "A-result" not in str(b.trajectory)
+    activities = [scheduled_activities(await h.fetch_history()) for h in handles]
+    assert "tests.programs.agent_a.search" in activities[0] and "tests.programs.agent_b.search" in activities[1]

@@ -1,0 +1,21 @@
+"""An agent whose tool is called `search`, like agent_b's: the two must not clash on one worker."""
+
+import dspy
+
+from durable_dspy import durable_program, durable_tool
+
+
+@durable_tool
+def search(query: str) -> str:
+    """Search the A corpus."""
+    return f"A-result for {query}"
+
+
+@durable_program
+class AgentA(dspy.Module):
+    def __init__(self):
+        super().__init__()
+        self.react = dspy.ReAct("question -> answer", tools=[search], max_iters=3)
+
+    def forward(self, question: str):
+        return self.react(question=question)
