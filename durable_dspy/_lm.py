@@ -12,7 +12,7 @@ from dspy.utils.callback import with_callbacks
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from . import _bridge, _progress, _versioning
+from . import _bridge, _progress, _schedule, _versioning
 from ._names import LM_CALL_ACTIVITY
 from ._protocol import LMCallRequest, LMCallResult, LMInfo
 
@@ -127,12 +127,12 @@ class DurableLM(BaseLM):
         index = state.progress.lm_calls + 1 if state else 0
         step = state.begin("lm", request.caller or self.model) if state else None
         try:
-            result: LMCallResult = await workflow.execute_activity(
+            result: LMCallResult = await _schedule.execute(
                 LM_CALL_ACTIVITY,
                 request,
                 result_type=LMCallResult,
                 summary=request.caller or self.model,
-                **self._options.as_kwargs(),
+                options=self._options,
             )
         except ActivityError as err:
             if state and step:

@@ -57,6 +57,7 @@ class ProgramDefinition:
     registry: Registry
     explicit: bool
     states: list[CompiledState] = field(default_factory=list)
+    local_activities: bool = False
     workflow: type = field(init=False)
     _adapters: dict[str, pydantic.TypeAdapter[Any]] = field(init=False, repr=False)
 
@@ -149,6 +150,7 @@ def _define(
     task_queue: str | None,
     explicit: bool,
     states: list[CompiledState] | None = None,
+    local_activities: bool = False,
 ) -> ProgramDefinition:
     if not (isinstance(cls, type) and issubclass(cls, dspy.Module)):
         raise DefinitionError(f"@durable_program decorates dspy.Module subclasses, not {cls!r}.")
@@ -166,6 +168,7 @@ def _define(
         registry=registry,
         explicit=explicit,
         states=states or [],
+        local_activities=local_activities,
     )
     _bind_workflow(definition)
     previous = cls.__dict__.get(DEFINITION_ATTR)
@@ -194,6 +197,7 @@ def _subclass_hook(base: type) -> classmethod[Any, ..., None]:
             lm_options=parent.lm_options,
             task_queue=parent.task_queue,
             explicit=False,
+            local_activities=parent.local_activities,
         )
 
     return classmethod(__init_subclass__)
@@ -216,6 +220,7 @@ def durable_program(
     task_queue: str | None = None,
     registry: Registry | None = None,
     state: Any = None,
+    local_activities: bool = False,
     start_to_close_timeout: Any = None,
     schedule_to_close_timeout: Any = None,
     schedule_to_start_timeout: Any = None,
@@ -231,7 +236,8 @@ def durable_program(cls: Any = None, /, **options: Any) -> Any:
     running workflows. Temporal-named options (``start_to_close_timeout``, ``retry_policy``, ...) apply to the
     program's LM calls. Subclasses are durable too, each with its own workflow. ``state=`` takes the JSON saved by
     ``program.save(path)`` after optimization (a path, or a list of paths, current first): each run is pinned to
-    the state it started with.
+    the state it started with. ``local_activities=True`` is the low-latency mode: LM and tool calls run as
+    Temporal local activities (see docs/configuration.md for the trade-offs).
 
     Example:
         >>> @durable_program
@@ -255,6 +261,7 @@ def _decorate_program(
     task_queue: str | None = None,
     registry: Registry | None = None,
     state: Any = None,
+    local_activities: bool = False,
     **options: Any,
 ) -> Any:
     existing = program_definition(cls) if isinstance(cls, type) else None
@@ -270,6 +277,7 @@ def _decorate_program(
         task_queue=task_queue,
         explicit=True,
         states=load_states(state),
+        local_activities=local_activities,
     )
     if existing is None and not inherited:
         cls.__init_subclass__ = _subclass_hook(cls)

@@ -52,8 +52,9 @@ class Progress:
 class RunState:
     """Progress bookkeeping for one workflow run."""
 
-    def __init__(self, program: str) -> None:
+    def __init__(self, program: str, *, local: bool = False) -> None:
         self.progress = Progress(program=program)
+        self.local = local  # the low-latency mode: LM and tool calls as local activities
         self.changed: BaseException | None = None  # a ProgramChangedError seen during replay
 
     def begin(self, kind: str, name: str) -> Step:

@@ -72,7 +72,8 @@ class Registry:
         self._add(self._tools, definition.name, definition, "tool")
 
     def remove_program(self, name: str) -> None:
-        self._programs.pop(name, None)
+        if not workflow.unsafe.in_sandbox():  # as in _add: a sandboxed re-import must not touch the registry
+            self._programs.pop(name, None)
 
     def programs(self) -> list[ProgramDefinition]:
         return list(self._programs.values())

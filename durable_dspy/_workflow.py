@@ -145,7 +145,7 @@ def generate_workflow(definition: ProgramDefinition) -> type:
     attr = cls.__qualname__.replace(".", "_") + WORKFLOW_CLASS_SUFFIX
 
     def __init__(self: Any) -> None:
-        self._state = RunState(definition.name)
+        self._state = RunState(definition.name, local=definition.local_activities)
 
     async def run(self: Any, inputs: dict[str, Any]) -> RunResult:
         return await run_program(definition, inputs, self._state)

@@ -36,3 +36,8 @@ def workflow_task_problems(history: WorkflowHistory) -> list[str]:
     """Workflow task failures and timeouts in a history (a healthy run has none)."""
     bad = {EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED, EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT}
     return [EventType.Name(e.event_type) for e in history.events if e.event_type in bad]
+
+
+def local_activity_markers(history: WorkflowHistory) -> int:
+    """Local activity results recorded in a history (one marker per completed local activity)."""
+    return sum(1 for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED)

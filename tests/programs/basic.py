@@ -163,3 +163,8 @@ class SubRAG(RAG):
 
     def forward(self, question: str):
         return self.answer(context="sub:" + search_web(question), question=question)
+
+
+@durable_program(local_activities=True)
+class TenCallsLocal(TenCalls):
+    """TenCalls in the low-latency mode: LM calls are local activities."""
