@@ -96,7 +96,11 @@ class DurableDSPyPlugin(SimplePlugin):
         )
 
     def _activities(self, existing: Sequence[Callable[..., Any]] | None) -> Sequence[Callable[..., Any]]:
-        ours = [self.lm_activities.call, self.lm_activities.describe, *(t.activity for t in self.registry.tools())]
+        ours: list[Callable[..., Any]] = [
+            self.lm_activities.call,
+            self.lm_activities.describe,
+            *(t.activity for t in self.registry.tools()),
+        ]
         return [*(existing or []), *ours]
 
     def _workflows(self, existing: Sequence[type] | None) -> Sequence[type]:

@@ -121,7 +121,7 @@ def _input_signature(cls: type, method: str) -> inspect.Signature:
 
 
 def _check_constructible(cls: type) -> None:
-    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # type: ignore[misc]
     required = [p.name for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     if required:
         raise DefinitionError(
@@ -187,7 +187,7 @@ def _subclass_hook(base: type) -> classmethod[Any, ..., None]:
         if original is not None:
             original.__get__(None, sub)(**kwargs)
         else:
-            super(base, sub).__init_subclass__(**kwargs)
+            super(base, sub).__init_subclass__(**kwargs)  # type: ignore[arg-type]
         parent = program_definition(base)
         assert parent is not None
         _define(
