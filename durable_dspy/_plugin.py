@@ -119,6 +119,7 @@ class DurableDSPyPlugin(SimplePlugin):
 
     def configure_replayer(self, config: ReplayerConfig) -> ReplayerConfig:
         config = super().configure_replayer(config)
-        if config.get("workflow_task_executor") is None:
+        # Replayer() always fills in a plain thread pool, where a paused greenlet can resume on another thread.
+        if not isinstance(config.get("workflow_task_executor"), RunAffinityExecutor):
             config["workflow_task_executor"] = RunAffinityExecutor(self._workflow_lanes)
         return config

@@ -218,6 +218,7 @@ def durable_program(
     *,
     name: str | None = None,
     task_queue: str | None = None,
+    lm_task_queue: str | None = None,
     registry: Registry | None = None,
     state: Any = None,
     local_activities: bool = False,
@@ -236,8 +237,9 @@ def durable_program(cls: Any = None, /, **options: Any) -> Any:
     running workflows. Temporal-named options (``start_to_close_timeout``, ``retry_policy``, ...) apply to the
     program's LM calls. Subclasses are durable too, each with its own workflow. ``state=`` takes the JSON saved by
     ``program.save(path)`` after optimization (a path, or a list of paths, current first): each run is pinned to
-    the state it started with. ``local_activities=True`` is the low-latency mode: LM and tool calls run as
-    Temporal local activities (see docs/configuration.md for the trade-offs).
+    the state it started with. ``lm_task_queue=`` sends the LM calls to the workers polling that queue (a split
+    deployment, see docs/deployment.md). ``local_activities=True`` is the low-latency mode: LM and tool calls run
+    as Temporal local activities (see docs/configuration.md for the trade-offs).
 
     Example:
         >>> @durable_program
@@ -259,6 +261,7 @@ def _decorate_program(
     *,
     name: str | None = None,
     task_queue: str | None = None,
+    lm_task_queue: str | None = None,
     registry: Registry | None = None,
     state: Any = None,
     local_activities: bool = False,
@@ -269,6 +272,12 @@ def _decorate_program(
         raise DefinitionError(f"{cls.__qualname__} is already a durable program ({existing.name!r}); decorate it once.")
     inherited = existing is None and isinstance(cls, type) and any(program_definition(b) for b in cls.__mro__[1:])
     lm_options = DEFAULT_LM_OPTIONS.merged(options_from_kwargs(options, what=f"@durable_program {cls!r}"))
+    if lm_task_queue is not None and local_activities:
+        raise DefinitionError(
+            f"@durable_program {cls.__qualname__}: lm_task_queue={lm_task_queue!r} needs regular activities, but "
+            "local_activities=True runs LM calls on the workflow's own worker. Choose one of them."
+        )
+    lm_options = lm_options.merged(ActivityOptions(task_queue=lm_task_queue))
     _define(
         cls,
         name=name,

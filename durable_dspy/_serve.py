@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from dspy.clients.base_lm import BaseLM
-from temporalio.client import Client
+from temporalio.client import Client, Plugin
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from ._client import default_task_queue
@@ -26,14 +29,20 @@ logger = logging.getLogger("durable_dspy.serve")
 # After a worker dies, its runs wait this long on its sticky queue before any worker may pick them up.
 STICKY_TIMEOUT = timedelta(seconds=2)
 
+# Threads for sync durable tools when the worker sets no max_concurrent_activities (DurableDSPyPlugin's default).
+DEFAULT_ACTIVITY_THREADS = 32
+
 
 @contextlib.asynccontextmanager
 async def _temporal(
-    address: str | None, namespace: str | None, embedded_db: str | Path | None, ui: bool, plugin: DurableDSPyPlugin
+    config: dict[str, Any] | None,
+    embedded_db: str | Path | None,
+    ui: bool,
+    plugins: Sequence[Plugin],
+    runtime: Runtime | None,
 ) -> AsyncIterator[Client]:
-    config = connect_config(address, namespace=namespace)
     if config is not None:
-        yield await Client.connect(**config, plugins=[plugin])
+        yield await Client.connect(**config, plugins=list(plugins), runtime=runtime)
         return
     from ._devserver import DevServer, default_db_path
 
@@ -41,7 +50,7 @@ async def _temporal(
     await asyncio.to_thread(server.start)
     try:
         logger.info("embedded Temporal dev server at %s (UI: %s)", server.address, server.ui_url)
-        yield await Client.connect(server.address, plugins=[plugin])
+        yield await Client.connect(server.address, plugins=list(plugins), runtime=runtime)
     finally:
         await asyncio.to_thread(server.stop)
 
@@ -53,47 +62,147 @@ def _warm(plugin: DurableDSPyPlugin) -> None:
             plugin.lm_activities.info(program.name, DEFAULT_LM_KEY)
 
 
+@contextlib.contextmanager
+def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``stop`` once; a second one gets the default behaviour (Ctrl-C again: stop now)."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+
+    def first(sig: signal.Signals) -> None:
+        logger.info("%s received: shutting down gracefully (send it again to stop now)", sig.name)
+        for each in installed:
+            loop.remove_signal_handler(each)
+        installed.clear()
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # Not on the main thread, or no signals on this platform: the caller stops us with `stop`.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, first, sig)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+async def _until_polling(worker: Worker) -> None:
+    """Wait until the worker passed Temporal's namespace check and started its pollers.
+
+    A worker that fails that check ends the ``async with`` block with its error, so this does not wait forever.
+    """
+    while not worker.is_running:
+        await asyncio.sleep(0.02)
+
+
+def _write_health_file(path: Path, worker: Worker) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = {
+        "pid": os.getpid(),
+        "task_queue": worker.task_queue,
+        "namespace": worker.client.namespace,
+        "identity": worker.config().get("identity") or worker.client.identity,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(info) + "\n")
+    tmp.replace(path)  # atomic: a probe never reads half a file
+
+
 async def serve_async(
     *,
     task_queue: str | None = None,
     lm: BaseLM | None = None,
     address: str | None = None,
     namespace: str | None = None,
+    profile: str | None = None,
     registry: Registry | None = None,
+    workflows: bool = True,
+    activities: bool = True,
+    plugins: Sequence[Plugin] = (),
+    runtime: Runtime | None = None,
     embedded_db: str | Path | None = None,
     ui: bool = False,
     graceful_shutdown_timeout: timedelta = timedelta(seconds=30),
+    health_file: str | Path | None = None,
     stop: asyncio.Event | None = None,
     on_ready: Callable[[Worker], Any] | None = None,
     **worker_options: Any,
 ) -> None:
     """Run a worker until SIGINT/SIGTERM (or ``stop`` is set), then let in-flight activities finish.
 
-    Connects per :func:`durable_dspy.connect` rules; with no address configured it starts the embedded
-    Temporal dev server (persisting to ``embedded_db``) and stops it on exit. ``worker_options`` go to
-    ``temporalio.worker.Worker`` (e.g. ``max_concurrent_activities``).
+    Connects per :func:`durable_dspy.connect` rules (``address``, ``namespace`` and ``profile`` override
+    Temporal's environment configuration); with no address configured anywhere it starts the embedded Temporal
+    dev server (persisting to ``embedded_db``) and stops it on exit.
+
+    Args:
+        task_queue: the queue to poll (default: the one ``Program.run`` uses when given none).
+        lm: the worker's default LM; it and its credentials never leave this process.
+        address, namespace, profile: where to connect; see :func:`durable_dspy.connect`.
+        registry: the programs and tools to serve (the default registry when omitted).
+        workflows: run the programs' workflows (False for an LM/tool-activity worker).
+        activities: run LM calls and durable tools (False for a workflow-only worker).
+        plugins: more Temporal plugins for the client and worker, e.g.
+            ``durable_dspy.contrib.opentelemetry.TracingPlugin()``.
+        runtime: Temporal's ``Runtime`` for the client and worker, e.g. one exporting the SDK's metrics
+            (``Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address="0.0.0.0:9464")))``).
+        embedded_db, ui: the embedded dev server's SQLite file and web UI, when no address is configured.
+        graceful_shutdown_timeout: on shutdown, how long in-flight activities may run before being cancelled.
+        health_file: written (JSON: pid, task_queue, namespace, identity) once the worker polls, removed as soon
+            as it starts shutting down, for readiness probes.
+        stop: set it to stop the worker (instead of a signal).
+        on_ready: called with the ``Worker`` once it polls.
+        **worker_options: passed to ``temporalio.worker.Worker`` (``max_concurrent_activities``, ``identity``,
+            ``max_concurrent_workflow_tasks``, ...).
+
+    Example:
+        >>> await durable_dspy.serve_async(task_queue="llm", workflows=False, lm=lm, max_concurrent_activities=8)
     """
-    plugin = DurableDSPyPlugin(lm=lm, registry=registry if registry is not None else default_registry)
-    await asyncio.to_thread(_warm, plugin)
+    if not (workflows or activities):
+        raise ValueError("serve(): workflows=False and activities=False leave the worker nothing to do.")
+    config = connect_config(address, namespace=namespace, profile=profile)
+    threads = max(DEFAULT_ACTIVITY_THREADS, worker_options.get("max_concurrent_activities") or 0)
+    plugin = DurableDSPyPlugin(
+        lm=lm,
+        registry=registry if registry is not None else default_registry,
+        workflows=workflows,
+        activities=activities,
+        activity_threads=threads,
+    )
+    if activities:
+        await asyncio.to_thread(_warm, plugin)
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
-    async with _temporal(address, namespace, embedded_db, ui, plugin) as client:
-        worker_options.setdefault("sticky_queue_schedule_to_start_timeout", STICKY_TIMEOUT)
-        worker = Worker(
-            client,
-            task_queue=task_queue or default_task_queue(),
-            graceful_shutdown_timeout=graceful_shutdown_timeout,
-            **worker_options,
-        )
-        async with worker:
-            logger.info("worker polling task queue %s", worker.task_queue)
-            if on_ready is not None:
-                on_ready(worker)
-            await stop.wait()
-            logger.info("shutting down: waiting up to %s for in-flight activities", graceful_shutdown_timeout)
+    health = Path(health_file) if health_file is not None else None
+    worker_options.setdefault("sticky_queue_schedule_to_start_timeout", STICKY_TIMEOUT)
+    try:
+        with _stop_on_signals(stop):
+            async with _temporal(config, embedded_db, ui, [plugin, *plugins], runtime) as client:
+                worker = Worker(
+                    client,
+                    task_queue=task_queue or default_task_queue(),
+                    graceful_shutdown_timeout=graceful_shutdown_timeout,
+                    **worker_options,
+                )
+                async with worker:
+                    await _until_polling(worker)
+                    logger.info(
+                        "worker polling task queue %s (workflows: %s, activities: %s)",
+                        worker.task_queue,
+                        workflows,
+                        activities,
+                    )
+                    if health is not None:
+                        _write_health_file(health, worker)
+                    if on_ready is not None:
+                        on_ready(worker)
+                    await stop.wait()
+                    if health is not None:
+                        health.unlink(missing_ok=True)  # draining: no longer ready for new work
+                    logger.info("shutting down: waiting up to %s for in-flight activities", graceful_shutdown_timeout)
+    finally:
+        if health is not None:
+            health.unlink(missing_ok=True)
+    logger.info("worker stopped")
 
 
 def serve(**kwargs: Any) -> None:

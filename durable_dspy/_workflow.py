@@ -69,6 +69,7 @@ async def _prepare(definition: ProgramDefinition, program: dspy.Module) -> dict[
         ),
         result_type=DescribeResult,
         start_to_close_timeout=DESCRIBE_TIMEOUT,
+        task_queue=definition.lm_options.task_queue,  # the workers that hold the LMs
         summary="describe LMs",
     )
     _versioning.check_fingerprint(definition.name, described.fingerprint, described.fingerprint_description, current)

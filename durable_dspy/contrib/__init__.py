@@ -1,0 +1,1 @@
+"""Optional integrations; each needs its extra (``pip install 'durable-dspy[otel]'``)."""
