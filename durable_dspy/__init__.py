@@ -30,9 +30,8 @@ __all__ = [
 ]
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
-from ._client import DurableHandle
-from ._connect import connect
 from ._errors import (
     DefinitionError,
     DurableDSPyError,
@@ -42,12 +41,37 @@ from ._errors import (
     WorkflowUsageError,
 )
 from ._options import ActivityOptions
-from ._plugin import DurableDSPyPlugin
 from ._program import durable_program
 from ._progress import Progress, Step
 from ._registry import Registry, default_registry
-from ._serve import serve, serve_async
 from ._tool import NonRetryableToolError, durable_tool
+
+if TYPE_CHECKING:
+    from ._client import DurableHandle
+    from ._connect import connect
+    from ._plugin import DurableDSPyPlugin
+    from ._serve import serve, serve_async
+
+# The client and worker side (temporalio.client, temporalio.worker: about 100 ms) load on first use, so that
+# importing a module of durable programs stays cheap.
+_LAZY = {
+    "DurableHandle": "._client",
+    "connect": "._connect",
+    "DurableDSPyPlugin": "._plugin",
+    "serve": "._serve",
+    "serve_async": "._serve",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'durable_dspy' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
 try:
     __version__ = version("durable-dspy")

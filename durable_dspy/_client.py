@@ -125,30 +125,3 @@ async def start(definition: ProgramDefinition, client: Client, /, **kwargs: Any)
         **options,
     )
     return DurableHandle(handle, definition)
-
-
-class ProgramClientMethods:
-    """``Program.start`` / ``Program.run``: bound to whichever durable class they are read from."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-
-    def __get__(self, instance: Any, owner: type) -> Any:
-        from ._program import program_definition
-
-        definition = program_definition(owner)
-        if definition is None:
-            raise AttributeError(self.kind)
-        if self.kind == "start":
-
-            async def start_run(client: Client, /, **kwargs: Any) -> DurableHandle:
-                """Start a durable run; keyword arguments are forward()'s inputs plus Temporal start options."""
-                return await start(definition, client, **kwargs)
-
-            return start_run
-
-        async def run(client: Client, /, **kwargs: Any) -> Any:
-            """Start a durable run and wait for its ``dspy.Prediction``."""
-            return await (await start(definition, client, **kwargs)).result()
-
-        return run

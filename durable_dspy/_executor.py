@@ -24,8 +24,9 @@ def _run_id(args: tuple[Any, ...]) -> str | None:
 
 
 def _is_eviction(activation: Any) -> bool:
+    # Temporal sends an eviction as an activation of its own, with the eviction as its last job.
     jobs = getattr(activation, "jobs", ())
-    return any(job.HasField("remove_from_cache") for job in jobs)
+    return bool(jobs) and jobs[-1].HasField("remove_from_cache")
 
 
 class RunAffinityExecutor(concurrent.futures.ThreadPoolExecutor):

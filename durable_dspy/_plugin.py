@@ -8,12 +8,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dspy.clients.base_lm import BaseLM
-from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.converter import DataConverter, DefaultPayloadConverter
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import ReplayerConfig, WorkerConfig, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from ._converter import DurablePayloadConverter
 from ._executor import DEFAULT_LANES, RunAffinityExecutor
 from ._lm_activity import LMActivities
 from ._registry import Registry, default_registry
@@ -40,7 +40,7 @@ def _data_converter(existing: DataConverter | None) -> DataConverter:
     base = existing or DataConverter.default
     if base.payload_converter_class is not DefaultPayloadConverter:
         return base  # the user chose a payload converter; respect it
-    return dataclasses.replace(base, payload_converter_class=PydanticPayloadConverter)
+    return dataclasses.replace(base, payload_converter_class=DurablePayloadConverter)
 
 
 def _workflow_runner(existing: WorkflowRunner | None) -> WorkflowRunner:

@@ -294,9 +294,39 @@ def _decorate_program(
     return cls
 
 
-def _attach_client_methods(cls: type) -> None:
-    from ._client import ProgramClientMethods
+class ProgramClientMethods:
+    """``Program.start`` / ``Program.run``: bound to whichever durable class they are read from.
 
+    The client module (and ``temporalio.client``) is imported on first use, not when programs are decorated.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def __get__(self, instance: Any, owner: type) -> Any:
+        definition = program_definition(owner)
+        if definition is None:
+            raise AttributeError(self.kind)
+        if self.kind == "start":
+
+            async def start_run(client: Any, /, **kwargs: Any) -> Any:
+                """Start a durable run; keyword arguments are forward()'s inputs plus Temporal start options."""
+                from ._client import start
+
+                return await start(definition, client, **kwargs)
+
+            return start_run
+
+        async def run(client: Any, /, **kwargs: Any) -> Any:
+            """Start a durable run and wait for its ``dspy.Prediction``."""
+            from ._client import start
+
+            return await (await start(definition, client, **kwargs)).result()
+
+        return run
+
+
+def _attach_client_methods(cls: type) -> None:
     for attr in ("start", "run"):
         if attr in cls.__dict__ and not isinstance(cls.__dict__[attr], ProgramClientMethods):
             raise DefinitionError(

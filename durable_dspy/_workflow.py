@@ -58,20 +58,33 @@ async def _prepare(definition: ProgramDefinition, program: dspy.Module) -> dict[
     own = [(name, predictor) for name, predictor in named if predictor.lm is not None]
     keys = [DEFAULT_LM_KEY, *(PREDICTOR_KEY_PREFIX + name for name, _ in own)]
     current = _versioning.fingerprint(program)
-    described: DescribeResult = await workflow.execute_activity(
-        LM_DESCRIBE_ACTIVITY,
-        DescribeRequest(
-            program=definition.name,
-            keys=keys,
-            fingerprint=current[0],
-            fingerprint_description=current[1],
-            state_hash=definition.states[0].hash if definition.states else None,
-        ),
-        result_type=DescribeResult,
-        start_to_close_timeout=DESCRIBE_TIMEOUT,
-        task_queue=definition.lm_options.task_queue,  # the workers that hold the LMs
-        summary="describe LMs",
+    request = DescribeRequest(
+        program=definition.name,
+        keys=keys,
+        fingerprint=current[0],
+        fingerprint_description=current[1],
+        state_hash=definition.states[0].hash if definition.states else None,
     )
+    lm_queue = definition.lm_options.task_queue
+    described: DescribeResult
+    if lm_queue is None:
+        # A local activity: the worker running the workflow holds the LMs; no round trip through a task queue.
+        described = await workflow.execute_local_activity(
+            LM_DESCRIBE_ACTIVITY,
+            request,
+            result_type=DescribeResult,
+            start_to_close_timeout=DESCRIBE_TIMEOUT,
+            summary="describe LMs",
+        )
+    else:
+        described = await workflow.execute_activity(
+            LM_DESCRIBE_ACTIVITY,
+            request,
+            result_type=DescribeResult,
+            start_to_close_timeout=DESCRIBE_TIMEOUT,
+            task_queue=lm_queue,  # only the workers that hold the LMs can describe them
+            summary="describe LMs",
+        )
     _versioning.check_fingerprint(definition.name, described.fingerprint, described.fingerprint_description, current)
     if described.state_hash is not None:
         _load_pinned_state(definition, program, described)

@@ -66,10 +66,9 @@ async def test_sigkill_mid_run_resumes_without_repeating_completed_calls(
         assert_served_once_but_in_flight(counts, before_kill)
         assert lm_server.served in (10, 11)
     history = await handle.fetch_history()
-    local = program is basic.TenCallsLocal
-    assert scheduled_activities(history) == [DESCRIBE] + ([] if local else [LM_CALL] * 10)
-    if local:
-        assert local_activity_markers(history) >= 10
+    assert scheduled_activities(history) == [DESCRIBE] + [LM_CALL] * 10
+    if program is basic.TenCallsLocal:
+        assert local_activity_markers(history) == 11, "the describe call and 10 LM calls, all local"
     await replay(history)
     print(f"crash test: served before kill={served_at_kill}, total served={lm_server.served} for 10 calls")
 
