@@ -1,0 +1,137 @@
+"""4. History bytes per ReAct step: a ``dspy.ReAct`` agent with a durable tool returning ~240 bytes, at 5, 10, 15 steps.
+
+History size is the sum of its events' protobuf sizes (``ByteSize``), and ``len(history.to_json())`` for reference.
+Bytes per step = (bytes at 15 - bytes at 5) / 10; target <= 4 KB. Linear and quadratic fits show whether the
+history grows with the square of the steps (each LM request re-sends the whole trajectory).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHistory
+
+from ._harness import Env, Row, Stat, fit, run_one, verdict
+
+BENCH = "history"
+TARGET = 4096
+LM_CALL = "durable_dspy.lm.call"
+
+
+def sizes(history: WorkflowHistory) -> dict[str, Any]:
+    """Total bytes of a history and where they go: LM requests, LM results, tool payloads, everything else."""
+    scheduled: dict[int, str] = {}
+    parts = {"lm_request": 0, "lm_result": 0, "tool": 0, "other": 0}
+    tools = 0
+    for event in history.events:
+        size = event.ByteSize()
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            name = event.activity_task_scheduled_event_attributes.activity_type.name
+            scheduled[event.event_id] = name
+            if name == LM_CALL:
+                parts["lm_request"] += size
+            elif name.startswith("bench."):
+                parts["tool"] += size
+                tools += 1
+            else:
+                parts["other"] += size
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            name = scheduled.get(event.activity_task_completed_event_attributes.scheduled_event_id, "")
+            key = "lm_result" if name == LM_CALL else "tool" if name.startswith("bench.") else "other"
+            parts[key] += size
+        else:
+            parts["other"] += size
+    return {
+        "proto": sum(parts.values()),
+        "json": len(history.to_json()),
+        "tools": tools,
+        "lm_calls": sum(1 for name in scheduled.values() if name == LM_CALL),
+        **parts,
+    }
+
+
+async def run(env: Env) -> list[Row]:
+    from .programs import Agent
+
+    steps = (2, 4, 6) if env.quick else (5, 10, 15)
+    tq = env.task_queue("history")
+    env.reset_lm()
+    measured: dict[int, dict[str, Any]] = {}
+    try:
+        async with env.durable_worker(tq):
+            for n in steps:
+                env.lm_server.react_steps = n
+                handle = await Agent.start(env.client, question=f"history {n} {uuid.uuid4().hex[:6]}", task_queue=tq)
+                await handle.result()
+                measured[n] = sizes(await handle.fetch_history())
+                if measured[n]["tools"] != n:
+                    raise RuntimeError(f"expected {n} tool calls, the history has {measured[n]['tools']}")
+    finally:
+        env.lm_server.react_steps = 2
+    lo, hi = steps[0], steps[-1]
+    per_step = (measured[hi]["proto"] - measured[lo]["proto"]) / (hi - lo)
+    per_step_json = (measured[hi]["json"] - measured[lo]["json"]) / (hi - lo)
+    xs = [float(n) for n in steps]
+    ys = [float(measured[n]["proto"]) for n in steps]
+    (a1, b1), rss1 = fit(xs, ys, 1)
+    (a2, b2, c2), _ = fit(xs, ys, 2)
+    rms1 = (rss1 / len(xs)) ** 0.5
+    rows = [
+        Row(
+            BENCH,
+            f"history bytes, {n} steps",
+            "bytes",
+            Stat.exact(measured[n]["proto"]),
+            note=(
+                f"json {measured[n]['json']:,}; lm requests {measured[n]['lm_request']:,}, lm results "
+                f"{measured[n]['lm_result']:,}, tools {measured[n]['tool']:,}, other {measured[n]['other']:,}; "
+                f"{measured[n]['lm_calls']} LM calls"
+            ),
+        )
+        for n in steps
+    ]
+    mid = steps[1]
+    rows += [
+        Row(
+            BENCH,
+            f"bytes/step, {lo}->{mid}",
+            "bytes",
+            Stat.exact((measured[mid]["proto"] - measured[lo]["proto"]) / (mid - lo)),
+        ),
+        Row(
+            BENCH,
+            f"bytes/step, {mid}->{hi}",
+            "bytes",
+            Stat.exact((measured[hi]["proto"] - measured[mid]["proto"]) / (hi - mid)),
+        ),
+        Row(
+            BENCH,
+            f"bytes/step, {lo}->{hi}",
+            "bytes",
+            Stat.exact(per_step),
+            target=f"<= {TARGET}",
+            verdict=verdict(per_step <= TARGET),
+            note=f"json {per_step_json:,.0f} bytes/step",
+        ),
+        Row(
+            BENCH,
+            "quadratic term (bytes/step^2)",
+            "bytes",
+            Stat.exact(c2),
+            note=(
+                f"quadratic {a2:,.0f} + {b2:,.0f}n + {c2:,.1f}n^2; "
+                f"linear {a1:,.0f} + {b1:,.0f}n misses by {rms1:,.0f} rms"
+            ),
+        ),
+    ]
+    return rows
+
+
+def main() -> None:
+    run_one("4. history bytes per ReAct step", run)
+
+
+if __name__ == "__main__":
+    main()
