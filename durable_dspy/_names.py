@@ -19,21 +19,31 @@ LM_DESCRIBE_ACTIVITY = "durable_dspy.lm.describe"
 WORKFLOW_CLASS_SUFFIX = "_DurableWorkflow"
 
 
+_main_module: str | None = None  # what __main__ resolved to; inside the sandbox sys.modules no longer tells
+
+
 def module_name(obj: Any) -> str:
     """The importable module name of ``obj``, resolving ``__main__`` to the script's real module name.
 
     Running ``python -m app.rag`` and importing ``app.rag`` must give one name, or a worker started as a
-    script could never serve runs started by a client that imports the module.
+    script could never serve runs started by a client that imports the module. Temporal's sandbox re-runs a
+    script as ``__temporal_main__``: that resolves to the same name.
     """
+    global _main_module
     name: str = obj.__module__
+    if name == "__temporal_main__" and _main_module is not None:
+        return _main_module
     if name != "__main__":
         return name
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     if spec is not None and spec.name:
-        return str(spec.name)
-    file = getattr(main, "__file__", None)
-    return Path(file).stem if file else name
+        resolved = str(spec.name)
+    else:
+        file = getattr(main, "__file__", None)
+        resolved = Path(file).stem if file else name
+    _main_module = resolved
+    return resolved
 
 
 def qualified_name(obj: Any, *, kind: str, allow_local: bool = False) -> str:

@@ -26,6 +26,9 @@ from ._registry import Registry, default_registry
 
 logger = logging.getLogger("durable_dspy.serve")
 
+EMBEDDED_PORT = 7233
+EMBEDDED_UI_PORT = 8233
+
 # After a worker dies, its runs wait this long on its sticky queue before any worker may pick them up.
 STICKY_TIMEOUT = timedelta(seconds=2)
 
@@ -38,6 +41,7 @@ async def _temporal(
     config: dict[str, Any] | None,
     embedded_db: str | Path | None,
     ui: bool,
+    embedded_port: int,
     plugins: Sequence[Plugin],
     runtime: Runtime | None,
 ) -> AsyncIterator[Client]:
@@ -46,7 +50,13 @@ async def _temporal(
         return
     from ._devserver import DevServer, default_db_path
 
-    server = DevServer(db_filename=embedded_db or default_db_path(), ui=ui)
+    # Temporal's usual ports, so clients reach it as they would a local `temporal server start-dev` (0: any free one).
+    server = DevServer(
+        db_filename=embedded_db or default_db_path(),
+        ui=ui,
+        port=embedded_port or None,
+        ui_port=(EMBEDDED_UI_PORT if embedded_port else None) if ui else None,
+    )
     await asyncio.to_thread(server.start)
     try:
         logger.info("embedded Temporal dev server at %s (UI: %s)", server.address, server.ui_url)
@@ -122,6 +132,7 @@ async def serve_async(
     plugins: Sequence[Plugin] = (),
     runtime: Runtime | None = None,
     embedded_db: str | Path | None = None,
+    embedded_port: int = EMBEDDED_PORT,
     ui: bool = False,
     graceful_shutdown_timeout: timedelta = timedelta(seconds=30),
     health_file: str | Path | None = None,
@@ -146,7 +157,8 @@ async def serve_async(
             ``durable_dspy.contrib.opentelemetry.TracingPlugin()``.
         runtime: Temporal's ``Runtime`` for the client and worker, e.g. one exporting the SDK's metrics
             (``Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address="0.0.0.0:9464")))``).
-        embedded_db, ui: the embedded dev server's SQLite file and web UI, when no address is configured.
+        embedded_db, embedded_port, ui: the embedded dev server's SQLite file, port (7233 as Temporal's own dev
+            server; 0 for any free port) and web UI (on 8233), when no address is configured.
         graceful_shutdown_timeout: on shutdown, how long in-flight activities may run before being cancelled.
         health_file: written (JSON: pid, task_queue, namespace, identity) once the worker polls, removed as soon
             as it starts shutting down, for readiness probes.
@@ -176,7 +188,7 @@ async def serve_async(
     worker_options.setdefault("sticky_queue_schedule_to_start_timeout", STICKY_TIMEOUT)
     try:
         with _stop_on_signals(stop):
-            async with _temporal(config, embedded_db, ui, [plugin, *plugins], runtime) as client:
+            async with _temporal(config, embedded_db, ui, embedded_port, [plugin, *plugins], runtime) as client:
                 worker = Worker(
                     client,
                     task_queue=task_queue or default_task_queue(),

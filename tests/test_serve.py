@@ -42,6 +42,7 @@ async def test_serve_starts_embedded_server_runs_programs_and_stops(
             task_queue="embedded",
             lm=make_lm(lm_server),
             embedded_db=db,
+            embedded_port=0,
             stop=stop,
             on_ready=ready.set_result,
         )
