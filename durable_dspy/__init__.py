@@ -12,6 +12,7 @@ __all__ = [
     "DurableDSPyError",
     "DurableDSPyPlugin",
     "DurableHandle",
+    "DurableInterpreter",
     "InputError",
     "NonRetryableToolError",
     "ProgramFailedError",
@@ -49,6 +50,7 @@ from ._tool import NonRetryableToolError, durable_tool
 if TYPE_CHECKING:
     from ._client import DurableHandle
     from ._connect import connect
+    from ._interpreter import DurableInterpreter
     from ._plugin import DurableDSPyPlugin
     from ._serve import serve, serve_async
 
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "DurableHandle": "._client",
     "connect": "._connect",
+    "DurableInterpreter": "._interpreter",
     "DurableDSPyPlugin": "._plugin",
     "serve": "._serve",
     "serve_async": "._serve",

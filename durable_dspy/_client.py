@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import dspy
 import pydantic_core
+from dspy.primitives.prediction import Completions
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
@@ -32,6 +33,8 @@ def to_prediction(result: RunResult) -> Any:
         return result.value
     prediction = dspy.Prediction(**result.value)
     prediction.set_lm_usage(result.lm_usage)
+    if result.completions is not None:
+        prediction._completions = Completions(result.completions)
     return prediction
 
 

@@ -5,35 +5,87 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import timedelta
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from dspy.clients.backend_selection import CLIENT_KEYS
 from dspy.clients.base_lm import BaseLM
 from dspy.clients.legacy_outputs import plain
 from dspy.dsp.utils.settings import settings
-from dspy.utils.exceptions import is_retryable_lm_error
+from dspy.utils.exceptions import DSPyError, is_retryable_lm_error
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from . import _callbacks
 from ._names import LM_CALL_ACTIVITY, LM_DESCRIBE_ACTIVITY
+from ._payloads import check_result
 from ._protocol import DEFAULT_LM_KEY, DescribeRequest, DescribeResult, LMCallRequest, LMCallResult, LMInfo
 
 logger = logging.getLogger("durable_dspy.lm")
 
+T = TypeVar("T")
+HEARTBEAT_EVERY = 1.0  # seconds; Temporal throttles what it sends to 0.8 x heartbeat_timeout anyway
+MAX_RETRY_AFTER = 600.0  # a provider's Retry-After beyond this is ignored (the retry policy's backoff applies)
+
 PREDICTOR_KEY_PREFIX = "predictor:"
-_SECRET_MARKERS = ("key", "token", "secret", "password", "credential", "auth")
+
+# Request parameters a run may see (and that DSPy modules read from ``lm.kwargs``: n, temperature, rollout_id,
+# max_tokens, response_format). An allow-list, not a deny-list: anything else an LM was built with (api_base,
+# headers, api_version, a provider-specific credential...) stays on the worker. The worker's LM still sends
+# all of its own kwargs: the activity merges them back in.
+REQUEST_PARAMETERS = frozenset(
+    {
+        "temperature",
+        "max_tokens",
+        "max_completion_tokens",
+        "max_output_tokens",
+        "top_p",
+        "top_k",
+        "n",
+        "num_generations",
+        "stop",
+        "seed",
+        "response_format",
+        "reasoning_effort",
+        "verbosity",
+        "rollout_id",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "tool_choice",
+        "parallel_tool_calls",
+        "modalities",
+        "service_tier",
+        "reasoning",
+        "thinking",
+    }
+)
+_SECRET_MARKERS = ("key", "token", "secret", "password", "credential", "auth", "header")
+_PLAIN = (str, int, float, bool, list, dict, type(None))
 
 
 def public_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """An LM's request defaults minus connection settings and anything that looks like a credential."""
-    return {
-        key: val
-        for key, val in kwargs.items()
-        if key not in CLIENT_KEYS
-        and not any(marker in key.lower() for marker in _SECRET_MARKERS)
-        and (val is None or isinstance(val, str | int | float | bool | list | dict))
-    }
+    """The LM's request defaults a run may see: known request parameters with plain values, nothing else."""
+    return {key: val for key, val in kwargs.items() if key in REQUEST_PARAMETERS and isinstance(val, _PLAIN)}
+
+
+def _connection_setting(key: str) -> bool:
+    """Connection settings and anything named like a credential (but never a known request parameter)."""
+    if key in REQUEST_PARAMETERS:
+        return False
+    return key in CLIENT_KEYS or any(marker in key.lower() for marker in _SECRET_MARKERS)
+
+
+def call_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """A call's kwargs as read from history, minus anything that would redirect the worker's LM or its key.
+
+    History is input like any other: a request must not point the worker's credentials at another host.
+    """
+    return {key: val for key, val in kwargs.items() if not _connection_setting(key)}
 
 
 def _describe(key: str, lm: BaseLM) -> LMInfo:
@@ -49,20 +101,77 @@ def _describe(key: str, lm: BaseLM) -> LMInfo:
     )
 
 
-def _application_error(exc: Exception) -> ApplicationError:
-    """Classify an LM failure for Temporal: transient ones retry (honouring Retry-After), the rest fail now."""
+def _secrets(lm: BaseLM) -> list[str]:
+    """Strings of the LM's connection settings that must not reach history through an error message."""
+    found: list[str] = []
+    for key, val in lm.kwargs.items():
+        if not isinstance(val, str) or len(val) < 6:
+            continue
+        if _connection_setting(key):
+            found.append(val)
+            netloc = urlsplit(val).netloc if "://" in val else ""
+            if netloc:
+                found.append(netloc)
+    return sorted(found, key=len, reverse=True)
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "<redacted>")
+    return text
+
+
+def _application_error(exc: Exception, lm: BaseLM | None = None) -> ApplicationError:
+    """Classify an LM failure for Temporal: transient ones retry (honouring Retry-After), the rest fail now.
+
+    Transient: rate limits, server errors, timeouts and transport failures (DSPy's own classification), and
+    Python's timeout and connection errors from LMs that raise them unwrapped. Anything else (auth, bad request,
+    context window, unknown model, an unexpected exception) fails the call at once with the provider's message.
+    """
+    retryable = is_retryable_lm_error(exc) or (
+        not isinstance(exc, DSPyError) and isinstance(exc, TimeoutError | ConnectionError)
+    )
     retry_after = getattr(exc, "retry_after", None)
     delay = None
-    if isinstance(retry_after, int | float) and retry_after > 0:
-        from datetime import timedelta
-
+    if retryable and isinstance(retry_after, int | float) and 0 < retry_after <= MAX_RETRY_AFTER:
         delay = timedelta(seconds=float(retry_after))
+    details = {
+        name: getattr(exc, name)
+        for name in ("status", "provider_code", "retry_after")
+        if isinstance(getattr(exc, name, None), str | int | float)
+    }
+    message = str(exc) or type(exc).__name__
     return ApplicationError(
-        str(exc),
+        _scrub(message, _secrets(lm)) if lm is not None else message,
+        *([details] if details else []),
         type=type(exc).__name__,
-        non_retryable=not is_retryable_lm_error(exc),
+        non_retryable=not retryable,
         next_retry_delay=delay,
     )
+
+
+async def heartbeating(awaitable: Awaitable[T], *, every: float | None = None) -> T:
+    """Await ``awaitable`` in an activity, heartbeating meanwhile; cancelling the activity cancels it.
+
+    Heartbeats tell Temporal the worker is alive (a dead worker's attempt is retried after heartbeat_timeout,
+    not start_to_close_timeout) and carry cancellation back: a cancelled run's activity learns of it at the
+    next heartbeat, and ``awaitable`` gets ``CancelledError``.
+    """
+    if every is None:
+        timeout = activity.info().heartbeat_timeout
+        every = min(HEARTBEAT_EVERY, timeout.total_seconds() / 3) if timeout else HEARTBEAT_EVERY
+    task = asyncio.ensure_future(awaitable)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=every)
+            if done:
+                return task.result()
+            activity.heartbeat()
+    except asyncio.CancelledError:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise
 
 
 class LMActivities:
@@ -78,7 +187,7 @@ class LMActivities:
         *,
         lm: BaseLM | None,
         programs: Callable[[str], Any],
-        heartbeat_every: float = 1.0,
+        heartbeat_every: float | None = None,
     ) -> None:
         self._lm = lm
         self._programs = programs
@@ -162,29 +271,32 @@ class LMActivities:
 
         lm = self.resolve(request.program, request.lm_key)
         logger.debug("lm call %s %s", request.program, request.caller)
-        call = prepare(lm, None, request.messages, {**request.kwargs, "cache": False}, asynchronous=True)
-        task = asyncio.ensure_future(aexecute(lm, call))
+        kwargs = {**call_kwargs(request.kwargs), "cache": False}
+        call_id = _callbacks.lm_start(lm, request.messages, kwargs)  # the worker LM's own callbacks
         try:
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=self._heartbeat_every)
-                if done:
-                    break
-                activity.heartbeat()
-            result = task.result()
-        except asyncio.CancelledError:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-            raise
-        except ApplicationError:
+            call = prepare(lm, None, request.messages, kwargs, asynchronous=True)
+            response = await heartbeating(aexecute(lm, call), every=self._heartbeat_every)
+        except ApplicationError as exc:
+            _callbacks.lm_end(lm, call_id, None, exc)
             raise
         except Exception as exc:
-            raise _application_error(exc) from exc
-        return LMCallResult(
-            outputs=plain(result.outputs),
-            usage=plain(result.usage or {}),
-            cost=result.cost,
-            cost_details=plain(result.cost_details or {}),
-            response_model=result.response_model,
+            _callbacks.lm_end(lm, call_id, None, exc)
+            logger.debug("lm call %s %s failed: %s", request.program, request.caller, type(exc).__name__)
+            # Not chained: the cause chain would carry the client library's stack traces and unscrubbed messages
+            # into history (and past Temporal's failure size limit).
+            raise _application_error(exc, lm) from None
+        _callbacks.lm_end(lm, call_id, response.outputs, None)
+        result = LMCallResult(
+            outputs=plain(response.outputs),
+            usage=plain(response.usage or {}),
+            cost=response.cost,
+            cost_details=plain(response.cost_details or {}),
+            response_model=response.response_model,
             caller=request.caller,
         )
+        await check_result(
+            result,
+            what=f"The answer of LM call {request.caller or lm.model!r} in program {request.program!r}",
+            fix="Ask for less output (max_tokens, fewer completions n).",
+        )
+        return result

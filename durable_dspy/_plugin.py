@@ -15,6 +15,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from ._converter import DurablePayloadConverter
 from ._executor import DEFAULT_LANES, RunAffinityExecutor
+from ._interpreter import InterpreterActivities
 from ._lm_activity import LMActivities
 from ._registry import Registry, default_registry
 
@@ -64,6 +65,9 @@ class DurableDSPyPlugin(SimplePlugin):
         registry: where the programs and tools come from (the default registry when omitted).
         workflows: register the programs' workflows (False for an activity-only worker).
         activities: register the LM and tool activities (False for a workflow-only worker).
+        interpreter: makes the worker's code interpreter for ProgramOfThought / CodeAct cells (zero arguments,
+            like DSPy's ``interpreter_factory``); DSPy's ``LocalInterpreter`` (a subprocess, not a sandbox) when
+            omitted.
         workflow_lanes: threads that run workflow activations; each run stays on one of them.
         activity_threads: threads for sync durable tools.
 
@@ -80,11 +84,13 @@ class DurableDSPyPlugin(SimplePlugin):
         registry: Registry | None = None,
         workflows: bool = True,
         activities: bool = True,
+        interpreter: Callable[[], Any] | None = None,
         workflow_lanes: int = DEFAULT_LANES,
         activity_threads: int = 32,
     ) -> None:
         self.registry = registry if registry is not None else default_registry
         self.lm_activities = LMActivities(lm=lm, programs=lambda name: self.registry.program(name).cls)
+        self.interpreter_activities = InterpreterActivities(factory=interpreter)
         self._workflow_lanes = workflow_lanes
         self._activity_threads = activity_threads
         super().__init__(
@@ -99,6 +105,7 @@ class DurableDSPyPlugin(SimplePlugin):
         ours: list[Callable[..., Any]] = [
             self.lm_activities.call,
             self.lm_activities.describe,
+            self.interpreter_activities.execute,
             *(t.activity for t in self.registry.tools()),
         ]
         return [*(existing or []), *ours]

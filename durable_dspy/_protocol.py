@@ -70,3 +70,4 @@ class RunResult:
     kind: str  # "prediction" or "value"
     value: Any
     lm_usage: dict[str, Any] | None = None
+    completions: dict[str, list[Any]] | None = None  # field -> one value per completion, when n > 1

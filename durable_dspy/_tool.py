@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
+import dataclasses
 import functools
 import inspect
+import threading
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -13,12 +18,16 @@ import pydantic
 import pydantic_core
 import wrapt
 from temporalio import activity, workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import CancelledError as TemporalCancelledError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 from . import _bridge, _progress
-from ._errors import DefinitionError
+from ._errors import DefinitionError, DurableDSPyError
+from ._lm_activity import heartbeating
 from ._names import qualified_name, validate_name
 from ._options import DEFAULT_TOOL_OPTIONS, ActivityOptions, options_from_kwargs
+from ._payloads import SDK_PAYLOADS_TOO_LARGE, check_request, check_result
 from ._registry import Origin, Registry, default_registry
 
 P = ParamSpec("P")
@@ -38,6 +47,27 @@ class NonRetryableToolError(Exception):
     Example:
         >>> raise NonRetryableToolError("city not found: Atlantis")
     """
+
+
+class ToolFailedError(ActivityError, DurableDSPyError):
+    """A durable tool failed for good (after its retries, or at once): what the calling code sees.
+
+    Its message is the tool's own error, ``"<ExceptionType>: <message>"``, as a plain call would have shown
+    it, so ``dspy.ReAct`` puts that text (not Temporal's wrapping) in the agent's observation. It is an
+    ``ActivityError`` with the failed activity's ids; the original failure is ``.activity_error``.
+    """
+
+    def __init__(self, message: str, activity_error: ActivityError) -> None:
+        super().__init__(
+            message,
+            scheduled_event_id=activity_error.scheduled_event_id,
+            started_event_id=activity_error.started_event_id,
+            identity=activity_error.identity,
+            activity_type=activity_error.activity_type,
+            activity_id=activity_error.activity_id,
+            retry_state=activity_error.retry_state,
+        )
+        self.activity_error = activity_error
 
 
 @dataclass(frozen=True)
@@ -107,36 +137,87 @@ def _check_serializable(name: str, value: Any) -> Any:
     return value
 
 
-def _reraise(name: str, exc: Exception) -> typing.NoReturn:
-    if isinstance(exc, NonRetryableToolError):
-        raise ApplicationError(str(exc), type="NonRetryableToolError", non_retryable=True) from exc
-    raise exc
+def _threadsafe_heartbeat(loop: asyncio.AbstractEventLoop) -> None:
+    """Let a sync tool call ``activity.heartbeat()`` from its thread (the async activity's heartbeat is not)."""
+    try:
+        from temporalio.activity import _Context
+
+        context = _Context.current()
+        original = context.heartbeat
+        if original is not None:
+
+            def heartbeat(*details: Any) -> None:
+                loop.call_soon_threadsafe(original, *details)
+
+            _Context.set(dataclasses.replace(context, heartbeat=heartbeat))
+    except (ImportError, AttributeError, TypeError, RuntimeError):  # SDK internals changed: heartbeats stay ours
+        pass
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # cancelled meanwhile: the result is dropped
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _in_thread(fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> asyncio.Future[Any]:
+    """Run a sync tool in a daemon thread of its own, in a copy of the activity's context.
+
+    The activity stays async, so it can heartbeat and notice cancellation while the tool blocks. A cancelled
+    attempt ends at once; the tool's thread runs on until the function returns (``activity.is_cancelled()``
+    tells it to stop early), and its result is dropped. Daemon threads never hold up the worker's exit.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def target() -> None:
+        result, error = None, None
+        try:
+            context.run(_threadsafe_heartbeat, loop)
+            result = context.run(fn, *args, **kwargs)
+        except BaseException as exc:
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the worker stopped without us
+            loop.call_soon_threadsafe(_settle, future, result, error)
+
+    threading.Thread(target=target, name=f"durable-dspy-tool-{fn.__name__}", daemon=True).start()
+    return future
 
 
 def _make_activity(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The tool's activity: always ``async def``, heartbeating while the tool runs (sync tools in a thread)."""
     sig = inspect.signature(fn)
     adapters = _adapters(fn)
-    if inspect.iscoroutinefunction(fn):
+    is_async = inspect.iscoroutinefunction(fn)
 
-        async def run_async(call: ToolCall) -> Any:
-            args, kwargs = _call_from(sig, adapters, call)
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as exc:
-                _reraise(name, exc)
-            return _check_serializable(name, result)
-
-        return activity.defn(name=name)(run_async)
-
-    def run_sync(call: ToolCall) -> Any:
-        args, kwargs = _call_from(sig, adapters, call)
+    async def run_tool(call: ToolCall) -> Any:
         try:
-            result = fn(*args, **kwargs)
-        except Exception as exc:
-            _reraise(name, exc)
-        return _check_serializable(name, result)
+            args, kwargs = _call_from(sig, adapters, call)
+        except (pydantic.ValidationError, TypeError, ValueError) as exc:
+            raise ApplicationError(
+                f"Durable tool {name!r} got arguments that do not match its signature {sig}: {exc}",
+                type="ToolArgumentError",
+                non_retryable=True,
+            ) from None
+        try:
+            running = fn(*args, **kwargs) if is_async else _in_thread(fn, args, kwargs)
+            result = await heartbeating(running)
+        except NonRetryableToolError as exc:
+            raise ApplicationError(str(exc), type="NonRetryableToolError", non_retryable=True) from exc
+        _check_serializable(name, result)
+        await check_result(
+            result,
+            what=f"The result of durable tool {name!r}",
+            fix="Return less data (a summary, a page of results, or a reference such as a path or URL).",
+        )
+        return result
 
-    return activity.defn(name=name)(run_sync)
+    run_tool.__doc__ = fn.__doc__
+    return activity.defn(name=name)(run_tool)
 
 
 class DurableTool(wrapt.FunctionWrapper):  # type: ignore[misc]
@@ -165,6 +246,16 @@ def _schedule(definition: ToolDefinition, args: tuple[Any, ...], kwargs: dict[st
 
 async def _run_activity(definition: ToolDefinition, call: ToolCall) -> Any:
     state = _progress.current()
+    # Set once the run knows how the worker encodes payloads (see _payloads.request_limit); unknown: no check.
+    limit = getattr(state, "payload_limit", None)
+    if limit is not None:
+        check_request(
+            call,
+            workflow.payload_converter(),
+            what=f"The arguments of durable tool {definition.name!r}",
+            fix="Pass a reference (a path, a URL, an id) instead of the data itself.",
+            limit=limit,
+        )
     step = state.begin("tool", definition.name) if state else None
     try:
         result = await workflow.execute_activity(
@@ -174,6 +265,14 @@ async def _run_activity(definition: ToolDefinition, call: ToolCall) -> Any:
             summary=definition.name,
             **definition.options.as_kwargs(),
         )
+    except ActivityError as err:
+        if state and step:
+            state.end(step, failed=True)
+        if isinstance(err.cause, TemporalCancelledError):
+            # The run is being cancelled: that must end it, not become a tool error that code (dspy.ReAct,
+            # which turns tool exceptions into observations) catches and carries on from.
+            raise asyncio.CancelledError() from err
+        raise _tool_failed(definition, err) from None
     except BaseException:
         if state and step:
             state.end(step, failed=True)
@@ -181,6 +280,23 @@ async def _run_activity(definition: ToolDefinition, call: ToolCall) -> Any:
     if state and step:
         state.end(step)
     return result
+
+
+def _tool_failed(definition: ToolDefinition, err: ActivityError) -> ToolFailedError:
+    """The tool's own error as the caller should see it, without Temporal's wrapping."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.type == SDK_PAYLOADS_TOO_LARGE:
+        message = (
+            f"PayloadTooLargeError: the result of durable tool {definition.name!r} is above Temporal's payload "
+            "limit (2 MB). Return less data (a summary, a page of results, or a reference such as a path or URL)."
+        )
+    elif isinstance(cause, ApplicationError):
+        message = f"{cause.type}: {cause.message}" if cause.type else cause.message
+    elif isinstance(cause, TemporalTimeoutError):
+        message = f"TimeoutError: durable tool {definition.name!r} timed out ({cause.message})"
+    else:
+        message = str(cause or err)
+    return ToolFailedError(message, err)
 
 
 def _make_wrapper(definition: ToolDefinition) -> Callable[..., Any]:
@@ -221,6 +337,12 @@ def durable_tool(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any
     Options take Temporal's names (``start_to_close_timeout``, ``retry_policy``, ...). The activity is named
     ``"<module>.<qualname>"`` unless ``name=`` is given; that name is a contract with running workflows.
 
+    A raised exception is retried per ``retry_policy`` (5 attempts by default); raise ``NonRetryableToolError``
+    to fail at once. The caller then gets ``ToolFailedError`` with the tool's own message (``dspy.ReAct`` shows
+    it to the agent as the observation). While the tool runs its activity heartbeats, so a dead worker's call is
+    retried after ``heartbeat_timeout`` (5 s); when the run is cancelled an async tool gets ``CancelledError``,
+    and a sync tool, which runs in a thread of its own, can check ``temporalio.activity.is_cancelled()``.
+
     Example:
         >>> @durable_tool(start_to_close_timeout=timedelta(seconds=30))
         ... def search_web(query: str) -> str:
@@ -253,7 +375,7 @@ def _decorate_tool(fn: Any, *, name: str | None = None, registry: Registry | Non
     )
     (registry if registry is not None else default_registry).add_tool(definition)
     wrapper = DurableTool(fn, _make_wrapper(definition))
-    wrapper._self_definition = definition
+    wrapper._self_definition = definition  # type: ignore[attr-defined]  # no class annotation: see DurableTool
     return wrapper
 
 

@@ -10,7 +10,8 @@ import pydantic_core
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError, FailureError
 
-from . import _bridge, _progress, _state, _versioning
+from . import _bridge, _callbacks, _parallel, _progress, _state, _versioning
+from ._interpreter import DurableInterpreter
 from ._lm import DurableLM
 from ._lm_activity import PREDICTOR_KEY_PREFIX
 from ._names import LM_DESCRIBE_ACTIVITY, WORKFLOW_CLASS_SUFFIX
@@ -32,7 +33,11 @@ def _run_result(output: Any) -> RunResult:
         fields = dict(output.items())
         for key, val in fields.items():
             _check_serializable(f"output field {key!r}", val)
-        return RunResult(kind="prediction", value=fields, lm_usage=output.get_lm_usage())
+        completions = output._completions
+        kept = dict(completions.items()) if completions is not None and len(completions) > 1 else None
+        if kept is not None:
+            _check_serializable("completions", kept)
+        return RunResult(kind="prediction", value=fields, lm_usage=output.get_lm_usage(), completions=kept)
     _check_serializable("return value", output)
     return RunResult(kind="value", value=output)
 
@@ -133,7 +138,16 @@ async def _run(definition: ProgramDefinition, inputs: dict[str, Any]) -> RunResu
     lms = await _prepare(definition, program)
     kwargs = definition.decode_inputs(inputs)
     try:
-        with dspy.context(lm=lms.get(DEFAULT_LM_KEY), track_usage=True):
+        ids = _callbacks.CallIds(workflow.info().run_id)
+        _callbacks.wrap_program(program, ids)
+        with dspy.context(
+            lm=lms.get(DEFAULT_LM_KEY),
+            track_usage=True,
+            interpreter_factory=DurableInterpreter,  # ProgramOfThought / CodeAct: each code cell is an activity
+            callbacks=_callbacks.replay_safe(dspy.settings.callbacks, ids),  # once per event, not per replay
+            # Safe on the bridge: a plain async tool called from sync code is awaited on the workflow loop.
+            allow_tool_async_sync_conversion=True,
+        ):
             if definition.method == "aforward":
                 output = await program.acall(**kwargs)
             else:
@@ -151,6 +165,9 @@ async def _run(definition: ProgramDefinition, inputs: dict[str, Any]) -> RunResu
     if state and state.changed:
         raise state.changed
     return _run_result(output)
+
+
+_parallel.install()  # dspy.Parallel / Module.batch fan out on greenlets inside durable runs
 
 
 def generate_workflow(definition: ProgramDefinition) -> type:
