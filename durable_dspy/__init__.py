@@ -14,12 +14,14 @@ __all__ = [
     "DurableHandle",
     "DurableInterpreter",
     "InputError",
+    "NoWorkerError",
     "NonRetryableToolError",
     "ProgramFailedError",
     "Progress",
     "Registry",
     "SerializationError",
     "Step",
+    "ToolFailedError",
     "WorkflowUsageError",
     "__version__",
     "connect",
@@ -37,6 +39,7 @@ from ._errors import (
     DefinitionError,
     DurableDSPyError,
     InputError,
+    NoWorkerError,
     ProgramFailedError,
     SerializationError,
     WorkflowUsageError,
@@ -45,7 +48,7 @@ from ._options import ActivityOptions
 from ._program import durable_program
 from ._progress import Progress, Step
 from ._registry import Registry, default_registry
-from ._tool import NonRetryableToolError, durable_tool
+from ._tool import NonRetryableToolError, ToolFailedError, durable_tool
 
 if TYPE_CHECKING:
     from ._client import DurableHandle
@@ -75,6 +78,7 @@ def __getattr__(name: str) -> Any:
     value = getattr(import_module(module, __name__), name)
     globals()[name] = value
     return value
+
 
 try:
     __version__ = version("durable-dspy")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import uuid
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import dspy
@@ -13,13 +15,14 @@ from dspy.primitives.prediction import Completions
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
-from ._errors import InputError, ProgramFailedError
+from ._errors import InputError, NoWorkerError, ProgramFailedError
 from ._protocol import RunResult
 
 if TYPE_CHECKING:
     from ._program import ProgramDefinition
 
 DEFAULT_TASK_QUEUE = "durable-dspy"
+WORKER_TIMEOUT = timedelta(seconds=30)  # how long result() waits for a worker to take a run before diagnosing
 
 
 def default_task_queue() -> str:
@@ -93,8 +96,56 @@ class DurableHandle:
     def run_id(self) -> str | None:
         return self.workflow.result_run_id
 
-    async def result(self) -> Any:
-        """Wait for the run and return its ``dspy.Prediction``; a program error raises ``ProgramFailedError``."""
+    async def result(self, *, worker_timeout: timedelta | None = WORKER_TIMEOUT) -> Any:
+        """Wait for the run and return its ``dspy.Prediction``; a program error raises ``ProgramFailedError``.
+
+        If no worker has taken the run after ``worker_timeout`` (None: wait forever), raises ``NoWorkerError``
+        saying why (no worker polls the task queue, or the workers there lack the program). The run is kept.
+        """
+        waiting = asyncio.ensure_future(self._result())
+        if worker_timeout is not None:
+            done, _ = await asyncio.wait({waiting}, timeout=worker_timeout.total_seconds())
+            if not done:
+                problem = await self.diagnose()
+                if problem is not None:
+                    waiting.cancel()
+                    raise NoWorkerError(problem)
+        return await waiting
+
+    async def diagnose(self) -> str | None:
+        """Why no worker has taken this run yet, or None if one has (or it cannot tell)."""
+        from temporalio.api.enums.v1 import EventType, TaskQueueType
+        from temporalio.api.taskqueue.v1 import TaskQueue
+        from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+        queue = (await self.workflow.describe()).task_queue
+        module = self.definition.cls.__module__
+        async for event in self.workflow.fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+                return None
+            failure = event.workflow_task_failed_event_attributes.failure
+            if "is not registered" in failure.message:
+                return (
+                    f"The workers polling task queue {queue!r} do not have program {self.definition.name!r} "
+                    f"({failure.message}). Import {module} in the worker process before serve()."
+                )
+        client = self.workflow._client
+        response = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=client.namespace,
+                task_queue=TaskQueue(name=queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            )
+        )
+        if response.pollers:
+            return None  # a worker polls: busy, or about to take the run
+        return (
+            f"No worker polls task queue {queue!r}, so run {self.id!r} of {self.definition.name} has not started. "
+            f"Start one in a process that imports {module}: durable_dspy.serve(task_queue={queue!r}) "
+            f"(or `durable-dspy worker {module} -q {queue}`). The run is kept and starts when a worker polls."
+        )
+
+    async def _result(self) -> Any:
         try:
             result = await self.workflow.result()
         except WorkflowFailureError as err:

@@ -34,8 +34,12 @@ async def connect(
     namespace: str | None = None,
     profile: str | None = None,
     plugins: Sequence[Plugin] = (),
+    **payloads: Any,
 ) -> Client:
     """Connect a client with the durable_dspy plugin (pydantic payloads) added.
+
+    ``payloads`` are DurableDSPyPlugin's ``compression=``, ``encryption=`` and ``external_storage=``: a client
+    needs the same ones as the workers.
 
     Example:
         >>> client = await durable_dspy.connect("localhost:7233")
@@ -51,5 +55,7 @@ async def connect(
         )
     plugins = list(plugins)
     if not any(isinstance(p, DurableDSPyPlugin) for p in plugins):
-        plugins.append(DurableDSPyPlugin())
+        plugins.append(DurableDSPyPlugin(**payloads))
+    elif payloads:
+        raise TypeError("Pass compression=, encryption= and external_storage= to your DurableDSPyPlugin instead.")
     return await Client.connect(**config, plugins=plugins)

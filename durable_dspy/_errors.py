@@ -6,6 +6,7 @@ __all__ = [
     "DefinitionError",
     "DurableDSPyError",
     "InputError",
+    "NoWorkerError",
     "ProgramFailedError",
     "SerializationError",
     "WorkflowUsageError",
@@ -44,3 +45,10 @@ class ProgramFailedError(DurableDSPyError):
         super().__init__(message)
         self.type = type
         self.workflow_id = workflow_id
+
+
+class NoWorkerError(DurableDSPyError, TimeoutError):
+    """No worker has taken a run: none polls its task queue, or those that do lack its program.
+
+    The run is kept: it starts as soon as a suitable worker polls, and ``result()`` may be awaited again.
+    """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import pydantic
@@ -11,9 +12,11 @@ from dspy.dsp.utils.settings import settings
 from dspy.utils.callback import with_callbacks
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import CancelledError as TemporalCancelledError
 
 from . import _bridge, _progress, _schedule, _versioning
 from ._names import LM_CALL_ACTIVITY
+from ._payloads import check_request
 from ._protocol import LMCallRequest, LMCallResult, LMInfo
 
 if TYPE_CHECKING:
@@ -42,16 +45,18 @@ def _plain_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _dspy_error(err: ActivityError) -> BaseException:
-    """Give DSPy modules back the LM error types they handle (ReAct shortens its trajectory on a context overflow)."""
+def _dspy_error(err: ActivityError) -> BaseException | None:
+    """The DSPy LM error a failed call maps to (ReAct shortens its trajectory on a context overflow), or None."""
     cause = err.cause
     if isinstance(cause, ApplicationError) and cause.type:
         from dspy.utils import exceptions
 
         cls = getattr(exceptions, cause.type, None)
-        if isinstance(cls, type) and issubclass(cls, exceptions.DSPyError):
-            return cls(cause.message)
-    return err
+        if isinstance(cls, type) and issubclass(cls, exceptions.LMError):
+            details = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
+            extra = {k: v for k, v in details.items() if k in ("status", "provider_code", "retry_after")}
+            return cls(message=cause.message, **extra)  # keyword: ContextWindowExceededError takes no positional
+    return None
 
 
 class DurableLM(BaseLM):
@@ -125,6 +130,15 @@ class DurableLM(BaseLM):
         if state and state.changed:
             raise state.changed
         index = state.progress.lm_calls + 1 if state else 0
+        limit = state.payload_limit if state else None
+        if limit is not None:
+            check_request(
+                request,
+                workflow.payload_converter(),
+                what=f"The prompt of LM call {request.caller or self.model!r}",
+                fix="Send less context (fewer or shorter documents, demos or history turns).",
+                limit=limit,
+            )
         step = state.begin("lm", request.caller or self.model) if state else None
         try:
             result: LMCallResult = await _schedule.execute(
@@ -137,7 +151,14 @@ class DurableLM(BaseLM):
         except ActivityError as err:
             if state and step:
                 state.end(step, failed=True)
-            raise _dspy_error(err) from err
+            if isinstance(err.cause, TemporalCancelledError):
+                # The run is being cancelled: that must end it, not be caught by DSPy code that catches Exception
+                # (BestOfN, Refine, Parallel) and carries on.
+                raise asyncio.CancelledError() from err
+            mapped = _dspy_error(err)
+            if mapped is None:
+                raise  # not `raise err from err`: that makes the error its own cause and loses the real one
+            raise mapped from err
         if result.caller != request.caller and _versioning.is_replaying():
             try:
                 _versioning.check_call(self._program, index, result.caller, request.caller)

@@ -20,7 +20,7 @@ from temporalio.exceptions import ApplicationError
 
 from . import _callbacks
 from ._names import LM_CALL_ACTIVITY, LM_DESCRIBE_ACTIVITY
-from ._payloads import check_result
+from ._payloads import check_result, worker_request_limit
 from ._protocol import DEFAULT_LM_KEY, DescribeRequest, DescribeResult, LMCallRequest, LMCallResult, LMInfo
 
 logger = logging.getLogger("durable_dspy.lm")
@@ -250,6 +250,7 @@ class LMActivities:
             fingerprint_description=request.fingerprint_description,
             state_hash=request.state_hash,
             state=self._pinned_state(request.program, request.state_hash),
+            payload_limit=worker_request_limit(),
         )
 
     def _pinned_state(self, program: str, state_hash: str | None) -> dict[str, Any] | None:

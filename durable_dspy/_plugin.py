@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from dspy.clients.base_lm import BaseLM
-from temporalio.converter import DataConverter, DefaultPayloadConverter
+from temporalio.converter import DataConverter, DefaultPayloadConverter, ExternalStorage, StorageDriver
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import ReplayerConfig, WorkerConfig, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from ._codec import EncryptionCodec, configure_payloads
 from ._converter import DurablePayloadConverter
 from ._executor import DEFAULT_LANES, RunAffinityExecutor
 from ._interpreter import InterpreterActivities
@@ -44,15 +47,15 @@ def _data_converter(existing: DataConverter | None) -> DataConverter:
     return dataclasses.replace(base, payload_converter_class=DurablePayloadConverter)
 
 
-def _workflow_runner(existing: WorkflowRunner | None) -> WorkflowRunner:
+def _workflow_runner(existing: WorkflowRunner | None, program_modules: Sequence[str] = ()) -> WorkflowRunner:
+    # Program modules are passed through too: imported once, like a script, so a module-level
+    # `dspy.configure(...)` runs once in the worker's main thread instead of in every run's sandbox (where DSPy
+    # refuses it and the workflow task fails forever). The cost: the sandbox no longer checks those modules' code.
+    modules = (*PASSTHROUGH_MODULES, *program_modules)
     if existing is None:
-        return SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
-        )
+        return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*modules))
     if isinstance(existing, SandboxedWorkflowRunner):
-        return dataclasses.replace(
-            existing, restrictions=existing.restrictions.with_passthrough_modules(*PASSTHROUGH_MODULES)
-        )
+        return dataclasses.replace(existing, restrictions=existing.restrictions.with_passthrough_modules(*modules))
     return existing
 
 
@@ -69,7 +72,17 @@ class DurableDSPyPlugin(SimplePlugin):
             like DSPy's ``interpreter_factory``); DSPy's ``LocalInterpreter`` (a subprocess, not a sandbox) when
             omitted.
         workflow_lanes: threads that run workflow activations; each run stays on one of them.
-        activity_threads: threads for sync durable tools.
+        activity_threads: threads for sync activities other than durable tools (each sync tool call gets a
+            thread of its own).
+        compression: zlib-compress payloads of at least this many bytes (True: 32 KiB), to stay under Temporal's
+            2 MB payload limit.
+        encryption: AES-GCM-encrypt every payload, so prompts and answers are unreadable in Temporal's database.
+            True reads the base64 key(s) from ``$DURABLE_DSPY_ENCRYPTION_KEY``; or pass a key or an
+            ``EncryptionCodec``.
+        external_storage: keep payloads of at least ``external_storage_threshold`` bytes (256 KiB) out of history:
+            a directory shared by clients and workers, or a Temporal ``StorageDriver`` / ``ExternalStorage``.
+
+    The client and every worker need the same ``compression``, ``encryption`` and ``external_storage``.
 
     Example:
         >>> plugin = DurableDSPyPlugin(lm=dspy.LM("openai/gpt-4o-mini"))
@@ -87,19 +100,37 @@ class DurableDSPyPlugin(SimplePlugin):
         interpreter: Callable[[], Any] | None = None,
         workflow_lanes: int = DEFAULT_LANES,
         activity_threads: int = 32,
+        compression: bool | int = False,
+        encryption: bool | str | bytes | EncryptionCodec | None = None,
+        external_storage: str | os.PathLike[str] | StorageDriver | ExternalStorage | None = None,
+        external_storage_threshold: int = 256 * 1024,
     ) -> None:
         self.registry = registry if registry is not None else default_registry
         self.lm_activities = LMActivities(lm=lm, programs=lambda name: self.registry.program(name).cls)
         self.interpreter_activities = InterpreterActivities(factory=interpreter)
         self._workflow_lanes = workflow_lanes
         self._activity_threads = activity_threads
+        self._payloads = functools.partial(
+            configure_payloads,
+            compression=compression,
+            # Read once, now: a missing or bad $DURABLE_DSPY_ENCRYPTION_KEY fails here, not in the first run.
+            encryption=EncryptionCodec.from_env() if encryption is True else encryption,
+            external_storage=external_storage,
+            external_storage_threshold=external_storage_threshold,
+        )
         super().__init__(
             "durable_dspy",
-            data_converter=_data_converter,
+            data_converter=self._data_converter,
             activities=self._activities if activities else None,
             workflows=self._workflows if workflows else None,
-            workflow_runner=_workflow_runner,
+            workflow_runner=self._workflow_runner,
         )
+
+    def _data_converter(self, existing: DataConverter | None) -> DataConverter:
+        return self._payloads(_data_converter(existing))
+
+    def _workflow_runner(self, existing: WorkflowRunner | None) -> WorkflowRunner:
+        return _workflow_runner(existing, sorted({p.cls.__module__ for p in self.registry.programs()}))
 
     def _activities(self, existing: Sequence[Callable[..., Any]] | None) -> Sequence[Callable[..., Any]]:
         ours: list[Callable[..., Any]] = [

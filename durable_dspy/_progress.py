@@ -56,6 +56,7 @@ class RunState:
         self.progress = Progress(program=program)
         self.local = local  # the low-latency mode: LM and tool calls as local activities
         self.changed: BaseException | None = None  # a ProgramChangedError seen during replay
+        self.payload_limit: int | None = None  # from the worker's describe answer (see _payloads.request_limit)
 
     def begin(self, kind: str, name: str) -> Step:
         step = Step(kind=kind, name=name, started_at=workflow.now().isoformat())

@@ -40,6 +40,7 @@ class DescribeResult:
     fingerprint_description: str = ""
     state_hash: str | None = None
     state: dict[str, Any] | None = None  # the compiled state itself, when it fits the payload budget
+    payload_limit: int | None = None  # what workflow code checks activity inputs against (None: cannot know)
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,9 @@ async def serve_async(
     health_file: str | Path | None = None,
     stop: asyncio.Event | None = None,
     on_ready: Callable[[Worker], Any] | None = None,
+    compression: bool | int = False,
+    encryption: Any = None,
+    external_storage: Any = None,
     **worker_options: Any,
 ) -> None:
     """Run a worker until SIGINT/SIGTERM (or ``stop`` is set), then let in-flight activities finish.
@@ -150,6 +153,8 @@ async def serve_async(
         task_queue: the queue to poll (default: the one ``Program.run`` uses when given none).
         lm: the worker's default LM; it and its credentials never leave this process.
         address, namespace, profile: where to connect; see :func:`durable_dspy.connect`.
+        compression, encryption, external_storage: payload options, as for ``DurableDSPyPlugin``; clients need
+            the same ones (``durable_dspy.connect(..., compression=...)``).
         registry: the programs and tools to serve (the default registry when omitted).
         workflows: run the programs' workflows (False for an LM/tool-activity worker).
         activities: run LM calls and durable tools (False for a workflow-only worker).
@@ -180,6 +185,9 @@ async def serve_async(
         workflows=workflows,
         activities=activities,
         activity_threads=threads,
+        compression=compression,
+        encryption=encryption,
+        external_storage=external_storage,
     )
     if activities:
         await asyncio.to_thread(_warm, plugin)

@@ -93,6 +93,9 @@ async def _prepare(definition: ProgramDefinition, program: dspy.Module) -> dict[
     _versioning.check_fingerprint(definition.name, described.fingerprint, described.fingerprint_description, current)
     if described.state_hash is not None:
         _load_pinned_state(definition, program, described)
+    state = _progress.current()
+    if state is not None:
+        state.payload_limit = described.payload_limit  # recorded in history: the same on replay
     lms = {
         info.key: DurableLM(info, program=definition.name, options=definition.lm_options, callers=callers)
         for info in described.lms

@@ -20,6 +20,7 @@ async def test_no_prompt_or_tool_argument_is_logged_at_info_or_above(
     basic.TOOL_CALLS.clear()
     lm_server.inject("500", times=1)  # one failed attempt: Temporal logs the activity failure and retries
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="durable_dspy")  # the CLI tests may have raised this logger's level
     async with running_worker(client, task_queue, lm):
         rag = await basic.RAG.run(client, question=QUESTION, task_queue=task_queue)  # search_web(QUESTION)
         agent = await basic.Agent.run(client, question=QUESTION, task_queue=task_queue)  # ReAct picks the arguments
