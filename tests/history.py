@@ -38,9 +38,11 @@ async def replay(history: WorkflowHistory, registry: durable_dspy.Registry | Non
     await replayer.replay_workflow(history)
 
 
-def workflow_task_problems(history: WorkflowHistory) -> list[str]:
-    """Workflow task failures and timeouts in a history (a healthy run has none)."""
-    bad = {EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED, EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT}
+def workflow_task_problems(history: WorkflowHistory, *, timeouts: bool = True) -> list[str]:
+    """Workflow task failures (and timeouts, unless ``timeouts=False``) in a history (a healthy run has none)."""
+    bad = {EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED}
+    if timeouts:
+        bad.add(EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT)
     return [EventType.Name(e.event_type) for e in history.events if e.event_type in bad]
 
 

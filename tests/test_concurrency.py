@@ -49,4 +49,7 @@ async def test_runs_are_evicted_and_resumed_on_their_lane(
     assert lm_server.served == 8 * 3
     for handle in handles:
         history = await handle.fetch_history()
-        assert workflow_task_problems(history) == []
+        # A thread switch of a paused greenlet would fail the workflow task. (A run evicted while its opening
+        # local activity runs may see one workflow task time out: Temporal's own behaviour, a 10 s delay.)
+        assert workflow_task_problems(history, timeouts=False) == []
+        await replay(history)
