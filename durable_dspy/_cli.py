@@ -604,64 +604,20 @@ def replay(app: str, histories: tuple[Path, ...]) -> None:
     Example:
         durable-dspy replay myapp.agents histories/*.json
     """
-    _, programs = load_app(app)
-    results = asyncio.run(check_histories(histories, programs))
+    from .testing import check_histories
+
+    load_app(app)
+    reports = asyncio.run(check_histories(histories))
     failed = 0
-    for path, problem in results:
-        if problem is None:
-            click.echo(f"ok      {path}")
+    for report in reports:
+        if report.ok:
+            click.echo(f"ok      {report.source}")
         else:
             failed += 1
-            click.echo(f"FAILED  {path}: {problem}")
-    click.echo(f"{len(results) - failed} replayed cleanly, {failed} failed")
+            click.echo(f"FAILED  {report.source}: {report.message}")
+    click.echo(f"{len(reports) - failed} replayed cleanly, {failed} failed")
     if failed:
         sys.exit(1)
-
-
-def _replayer() -> Any:
-    from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
-    from temporalio.worker import Replayer
-
-    from ._executor import RunAffinityExecutor
-    from ._plugin import DurableDSPyPlugin
-
-    # The executor is passed explicitly: Replayer fills in a plain thread pool before plugins run, so the plugin
-    # keeps it, and a replayed sync forward then resumes its greenlet on another thread and fails.
-    # The replay's outcome is reported by the caller; the SDK core's own warnings about it would only repeat it.
-    quiet = Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(filter=TelemetryFilter("ERROR", "ERROR"))))
-    return Replayer(
-        workflows=[], plugins=[DurableDSPyPlugin()], workflow_task_executor=RunAffinityExecutor(), runtime=quiet
-    )
-
-
-async def check_histories(paths: tuple[Path, ...], programs: list[ProgramDefinition]) -> list[tuple[Path, str | None]]:
-    """Replay each history file with the registered programs; None where it replays cleanly, else the problem.
-
-    TODO(lead): use durable_dspy.testing.check_histories instead once DurableDSPyPlugin.configure_replayer
-    installs its RunAffinityExecutor over the Replayer's default pool (see _replayer).
-    """
-    from temporalio.client import WorkflowHistory
-
-    from .testing._replay import explain
-
-    known = {p.name for p in programs}
-    replayer = _replayer()
-    results: list[tuple[Path, str | None]] = []
-    for path in paths:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            history = WorkflowHistory.from_json(data.get("workflowId") or path.stem, data)
-            kind = history.events[0].workflow_execution_started_event_attributes.workflow_type.name
-        except Exception as exc:
-            results.append((path, f"not a Temporal history in JSON ({type(exc).__name__}: {exc})"))
-            continue
-        if kind not in known:
-            results.append((path, f"its program {kind!r} is not one of APP's: {_names(programs)}"))
-            continue
-        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
-        failure = result.replay_failure
-        results.append((path, explain(failure, history.workflow_id) if failure is not None else None))
-    return results
 
 
 def main() -> None:

@@ -8,7 +8,9 @@ non-retryable ``PayloadTooLargeError`` naming the predictor or tool instead.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +27,25 @@ PAYLOAD_LIMIT = 2 * 1024 * 1024
 PAYLOAD_TOO_LARGE = "PayloadTooLargeError"
 SDK_PAYLOADS_TOO_LARGE = "PayloadsTooLarge"
 """The type of the SDK's own failure when it refuses an oversized payload (it retries it unless told not to)."""
+
+
+def json_size_bound(value: Any) -> float:
+    """An upper bound of ``value``'s JSON size, without encoding it (``inf`` for types it cannot bound).
+
+    The checks run on every LM call and tool call; a bound far under the limit (the usual case) spares encoding
+    the payload once more just to measure it. A character takes at most 6 bytes in JSON (``\\uXXXX``).
+    """
+    if isinstance(value, str):
+        return 6 * len(value) + 2
+    if value is None or isinstance(value, bool | int | float):
+        return len(repr(value)) + 2
+    if isinstance(value, dict):
+        return 2 + sum(json_size_bound(k) + json_size_bound(v) + 2 for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return 2 + sum(json_size_bound(item) + 1 for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return json_size_bound({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+    return math.inf
 
 
 def size_of(payloads: Sequence[Payload]) -> int:
@@ -62,6 +83,8 @@ async def check_result(value: Any, *, what: str, fix: str, limit: int = PAYLOAD_
     The size is the one Temporal would see: after the worker's payload codec (compression shrinks it), and
     nothing counts when the worker stores large payloads externally.
     """
+    if json_size_bound(value) <= limit:
+        return
     payloads = activity.payload_converter().to_payloads([value])
     size = size_of(payloads)
     if size <= limit:
@@ -106,6 +129,8 @@ def check_request(value: Any, converter: PayloadConverter, *, what: str, fix: st
     Workflow code cannot run the (async) codec, so this measures the unencoded payload: call it only when no
     codec or external storage is configured, or with a ``limit`` that accounts for them.
     """
+    if json_size_bound(value) <= limit:
+        return
     size = size_of(converter.to_payloads([value]))
     if size > limit:
         raise _too_large(what, size, limit, fix)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from temporalio import workflow
@@ -54,7 +55,7 @@ class RunState:
 
     def __init__(self, program: str, *, local: bool = False) -> None:
         self.progress = Progress(program=program)
-        self.local = local  # the low-latency mode: LM and tool calls as local activities
+        self.local = local  # the low-latency mode: LM calls as local activities
         self.changed: BaseException | None = None  # a ProgramChangedError seen during replay
         self.payload_limit: int | None = None  # from the worker's describe answer (see _payloads.request_limit)
 
@@ -65,7 +66,7 @@ class RunState:
 
     def end(self, step: Step, *, failed: bool = False) -> None:
         step.status = "failed" if failed else "completed"
-        started = workflow.now().fromisoformat(step.started_at)
+        started = datetime.fromisoformat(step.started_at)
         step.duration_ms = (workflow.now() - started).total_seconds() * 1000
 
     def add_usage(self, step: Step, model: str, usage: dict[str, Any], cost: float | None) -> None:

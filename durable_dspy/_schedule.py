@@ -1,4 +1,4 @@
-"""Schedule an activity for a durable run: a regular activity, or a local one in the low-latency mode.
+"""Schedule an LM call for a durable run: a regular activity, or a local one in the low-latency mode.
 
 Local activities run in the worker that runs the workflow, with no round trip through the server's task
 queues. The trade-offs (see docs/configuration.md): their results are recorded in history only when the workflow

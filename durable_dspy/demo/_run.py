@@ -312,16 +312,15 @@ def _report(
 
 
 async def _replay(history: WorkflowHistory) -> None:
-    from .._cli import _replayer
-    from ..testing._replay import explain
+    from ..testing import check_histories
 
-    result = await _replayer().replay_workflow(history, raise_on_replay_failure=False)
-    if result.replay_failure is not None:
+    [report] = await check_histories([history])
+    if not report.ok:
         saved = Path(tempfile.gettempdir()) / f"{history.workflow_id}.json"
         saved.write_text(history.to_json())
         raise DemoError(
             f"the finished run's history does not replay against the current code: "
-            f"{explain(result.replay_failure, history.workflow_id)}\nHistory saved to {saved}; check it again with "
+            f"{report.message}\nHistory saved to {saved}; check it again with "
             f"`durable-dspy replay durable_dspy.demo {saved}`."
         )
     click.echo("Replay: the finished run's history replays cleanly against the current code.")
