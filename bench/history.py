@@ -7,6 +7,7 @@ history grows with the square of the steps (each LM request re-sends the whole t
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -20,11 +21,23 @@ TARGET = 4096
 LM_CALL = "durable_dspy.lm.call"
 
 
+def _marker_activity(event: Any) -> str:
+    """The activity type of a local activity's marker ('' for other markers)."""
+    details = event.marker_recorded_event_attributes.details
+    if "data" not in details:
+        return ""
+    return str(json.loads(details["data"].payloads[0].data).get("activity_type", ""))
+
+
 def sizes(history: WorkflowHistory) -> dict[str, Any]:
-    """Total bytes of a history and where they go: LM requests, LM results, tool payloads, everything else."""
+    """Total bytes of a history and where they go: LM requests, LM results, tool payloads, everything else.
+
+    Regular activities: the request is in the scheduled event, the result in the completed one. Local
+    activities (the default mode): only the result is recorded, in a marker; their flush signals count as other.
+    """
     scheduled: dict[int, str] = {}
     parts = {"lm_request": 0, "lm_result": 0, "tool": 0, "other": 0}
-    tools = 0
+    tools = lm_calls = 0
     for event in history.events:
         size = event.ByteSize()
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
@@ -32,6 +45,7 @@ def sizes(history: WorkflowHistory) -> dict[str, Any]:
             scheduled[event.event_id] = name
             if name == LM_CALL:
                 parts["lm_request"] += size
+                lm_calls += 1
             elif name.startswith("bench."):
                 parts["tool"] += size
                 tools += 1
@@ -41,13 +55,23 @@ def sizes(history: WorkflowHistory) -> dict[str, Any]:
             name = scheduled.get(event.activity_task_completed_event_attributes.scheduled_event_id, "")
             key = "lm_result" if name == LM_CALL else "tool" if name.startswith("bench.") else "other"
             parts[key] += size
+        elif event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            name = _marker_activity(event)
+            if name == LM_CALL:
+                parts["lm_result"] += size
+                lm_calls += 1
+            elif name.startswith("bench."):
+                parts["tool"] += size
+                tools += 1
+            else:
+                parts["other"] += size
         else:
             parts["other"] += size
     return {
         "proto": sum(parts.values()),
         "json": len(history.to_json()),
         "tools": tools,
-        "lm_calls": sum(1 for name in scheduled.values() if name == LM_CALL),
+        "lm_calls": lm_calls,
         **parts,
     }
 

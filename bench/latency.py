@@ -20,11 +20,12 @@ _HIST = "median per call, from history event times"
 _TURN = "completion -> next scheduled: a workflow task"
 CALLS = 10
 TARGET = 1.05
+LOCAL_TARGET = 0.5
 LATENCIES = (0.0, 0.05)
 
 
 async def run(env: Env) -> list[Row]:
-    from .programs import Sequential
+    from .programs import Sequential, SequentialLocal
 
     reps = env.reps(9, 1)
     warmup = 0 if env.quick else 1
@@ -45,6 +46,12 @@ async def run(env: Env) -> list[Row]:
         runs["durable"].append(phases(await handle.fetch_history()))
         return seconds
 
+    async def local(tag: str) -> float:
+        begin = time.perf_counter()
+        handle = await SequentialLocal.start(env.client, question=tag, calls=calls, task_queue=tq)
+        await handle.result()
+        return time.perf_counter() - begin
+
     async def plain(tag: str) -> float:
         start = time.perf_counter()
         with dspy.context(lm=lm, track_usage=True):
@@ -59,14 +66,15 @@ async def run(env: Env) -> list[Row]:
         runs["floor"].append(phases(await handle.fetch_history()))
         return seconds
 
-    variants = {"durable": durable, "plain": plain, "floor": bare}
+    variants = {"durable": durable, "local": local, "plain": plain, "floor": bare}
     for latency in LATENCIES:
         env.reset_lm(latency=latency)
         samples: dict[str, list[float]] = {name: [] for name in variants}
         runs: dict[str, list[dict[str, float]]] = {"durable": [], "floor": []}
         for rep in range(warmup + reps):
             names = list(variants)
-            names = names[rep % 3 :] + names[: rep % 3]  # rotate the order: no variant always goes first
+            turn = rep % len(names)
+            names = names[turn:] + names[:turn]  # rotate the order: no variant always goes first
             for name in names:
                 seconds = await variants[name](f"latency {latency} {rep} {uuid.uuid4().hex[:8]}")
                 if rep >= warmup:
@@ -75,6 +83,8 @@ async def run(env: Env) -> list[Row]:
                     runs[name].clear()  # the warm-up's history does not count
         overhead = [d - p for d, p in zip(samples["durable"], samples["plain"], strict=True)]
         ratio = [o / f for o, f in zip(overhead, samples["floor"], strict=True)]
+        local_overhead = [d - p for d, p in zip(samples["local"], samples["plain"], strict=True)]
+        local_ratio = Stat.of([o / f for o, f in zip(local_overhead, samples["floor"], strict=True)])
         at = f"@{latency * 1000:.0f}ms"
         ratio_stat = Stat.of(ratio)
         rows += [
@@ -89,6 +99,16 @@ async def run(env: Env) -> list[Row]:
                 ratio_stat,
                 target=f"<= {TARGET}x",
                 verdict=verdict(ratio_stat.median <= TARGET),
+            ),
+            Row(BENCH, f"local mode ms/call {at}", "ms", Stat.of(samples["local"]), note="local_activities=True"),
+            Row(
+                BENCH,
+                f"local mode overhead / floor activity {at}",
+                "x",
+                local_ratio,
+                target=f"<= {LOCAL_TARGET}x",
+                verdict=verdict(local_ratio.median <= LOCAL_TARGET),
+                note="flushed local activities (crash-safe)",
             ),
         ]
 

@@ -31,6 +31,11 @@ class Sequential(dspy.Module):
         return dspy.Prediction(answer=answer)
 
 
+@durable_program(local_activities=True)
+class SequentialLocal(Sequential):
+    """``Sequential`` in the low-latency mode: LM calls are (flushed) local activities."""
+
+
 @durable_program
 class Agent(dspy.Module):
     """A ReAct agent with one durable tool; the scripted LM server decides how many steps it takes."""

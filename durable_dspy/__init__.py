@@ -30,6 +30,7 @@ __all__ = [
     "durable_tool",
     "serve",
     "serve_async",
+    "warm_up",
 ]
 
 from importlib.metadata import PackageNotFoundError, version
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from ._interpreter import DurableInterpreter
     from ._plugin import DurableDSPyPlugin
     from ._serve import serve, serve_async
+    from ._warmup import warm_up
 
 # The client and worker side (temporalio.client, temporalio.worker: about 100 ms) load on first use, so that
 # importing a module of durable programs stays cheap.
@@ -66,6 +68,7 @@ _LAZY = {
     "DurableDSPyPlugin": "._plugin",
     "serve": "._serve",
     "serve_async": "._serve",
+    "warm_up": "._warmup",
 }
 
 

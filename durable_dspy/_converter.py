@@ -8,6 +8,7 @@ per process.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -24,3 +25,9 @@ class DurablePayloadConverter(PydanticPayloadConverter):
         for converter in self.converters.values():
             if isinstance(converter, PydanticJSONPlainPayloadConverter):
                 converter._type_adapter = _type_adapter
+
+
+def warm_types(types: Iterable[Any]) -> None:
+    """Build the shared type adapters of ``types`` now (the warm-up before a worker polls)."""
+    for tp in types:
+        _type_adapter(tp)

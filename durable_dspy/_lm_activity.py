@@ -157,6 +157,8 @@ async def heartbeating(awaitable: Awaitable[T], *, every: float | None = None) -
     not start_to_close_timeout) and carry cancellation back: a cancelled run's activity learns of it at the
     next heartbeat, and ``awaitable`` gets ``CancelledError``.
     """
+    if activity.info().is_local:
+        return await awaitable  # local activities do not heartbeat; the workflow task's timeout watches the worker
     if every is None:
         timeout = activity.info().heartbeat_timeout
         every = min(HEARTBEAT_EVERY, timeout.total_seconds() / 3) if timeout else HEARTBEAT_EVERY

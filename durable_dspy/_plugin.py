@@ -18,6 +18,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from ._codec import EncryptionCodec, configure_payloads
 from ._converter import DurablePayloadConverter
 from ._executor import DEFAULT_LANES, RunAffinityExecutor
+from ._flush_worker import FlushInterceptor, flush_activity
 from ._interpreter import InterpreterActivities
 from ._lm_activity import LMActivities
 from ._registry import Registry, default_registry
@@ -124,6 +125,7 @@ class DurableDSPyPlugin(SimplePlugin):
             activities=self._activities if activities else None,
             workflows=self._workflows if workflows else None,
             workflow_runner=self._workflow_runner,
+            interceptors=[FlushInterceptor()] if activities else None,
         )
 
     def _data_converter(self, existing: DataConverter | None) -> DataConverter:
@@ -137,6 +139,7 @@ class DurableDSPyPlugin(SimplePlugin):
             self.lm_activities.call,
             self.lm_activities.describe,
             self.interpreter_activities.execute,
+            flush_activity,
             *(t.activity for t in self.registry.tools()),
         ]
         return [*(existing or []), *ours]

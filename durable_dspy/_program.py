@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
+import logging
 import sys
 import typing
 from collections.abc import Callable
@@ -12,6 +14,7 @@ from typing import Any, TypeVar, overload
 import dspy
 import pydantic
 
+from . import _versioning
 from ._errors import DefinitionError
 from ._names import qualified_name, validate_name
 from ._options import DEFAULT_LM_OPTIONS, ActivityOptions, options_from_kwargs
@@ -19,6 +22,8 @@ from ._registry import Origin, Registry, default_registry
 from ._state import CompiledState, load_states
 
 M = TypeVar("M", bound=type)
+
+logger = logging.getLogger("durable_dspy.program")
 
 DEFINITION_ATTR = "__durable_program__"
 
@@ -60,6 +65,12 @@ class ProgramDefinition:
     local_activities: bool = False
     workflow: type = field(init=False)
     _adapters: dict[str, pydantic.TypeAdapter[Any]] = field(init=False, repr=False)
+    # A pristine instance each run deep-copies (see new_program); None until the first run, or for good when
+    # copies could differ from a constructed instance.
+    _template: dspy.Module | None = field(init=False, default=None, repr=False, compare=False)
+    _template_fingerprint: tuple[str, str] = field(init=False, default=("", ""), repr=False, compare=False)
+    _template_shared: tuple[Any, ...] = field(init=False, default=(), repr=False, compare=False)
+    _construct_each_run: bool = field(init=False, default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
@@ -75,6 +86,54 @@ class ProgramDefinition:
                 except Exception:
                     continue
 
+    def new_program(self) -> tuple[dspy.Module, tuple[str, str]]:
+        """A fresh instance of the program for one run, and its fingerprint (``_versioning.fingerprint``).
+
+        Constructing a DSPy program parses every predictor's signature (milliseconds for an agent); a deep copy
+        of a pristine instance, made once per worker, is many times cheaper and gives the run the same program.
+        A class whose copies could differ from a constructed instance (a copy or pickling hook, module
+        callbacks, a copy that fails) is constructed for every run instead.
+        """
+        template = self._template
+        if template is not None:
+            try:
+                return _copy_program(template, self._template_shared), self._template_fingerprint
+            except Exception:  # deep-copied fine once; never mind why not now: construct from here on
+                logger.debug("copy of program %s failed; constructing it for each run", self.name, exc_info=True)
+                self._template, self._construct_each_run = None, True
+        elif not self._construct_each_run:
+            first = self._make_template()
+            if first is not None:
+                return first, self._template_fingerprint
+        program = self.cls()
+        return program, _versioning.fingerprint(program)
+
+    def _make_template(self) -> dspy.Module | None:
+        """Construct the instance runs copy, if copies are faithful; returns a first copy, or None."""
+        from temporalio import workflow
+
+        # Imports in __init__ bind the worker's modules (as when warm-up builds it), not this run's sandbox's.
+        with workflow.unsafe.imports_passed_through():
+            template = self.cls()
+        modules = [template, *(module for _, module in template.named_sub_modules())]
+        reason = next(filter(None, map(_uncopyable, modules)), None)
+        if reason is None:
+            shared = tuple(predictor.lm for _, predictor in template.named_predictors() if predictor.lm is not None)
+            try:
+                first = _copy_program(template, shared)
+            except Exception as exc:
+                reason = f"deepcopy failed: {type(exc).__name__}"
+            else:
+                fingerprint = _versioning.fingerprint(template)
+                if _versioning.fingerprint(first) == fingerprint:
+                    self._template_fingerprint, self._template_shared = fingerprint, shared
+                    self._template = template  # last: a concurrent run reads the fields above once it sees it
+                    return first
+                reason = "a copy has other predictors"
+        logger.debug("program %s is constructed for each run: %s", self.name, reason)
+        self._construct_each_run = True
+        return None
+
     def known_state(self, state_hash: str) -> CompiledState | None:
         return next((state for state in self.states if state.hash == state_hash), None)
 
@@ -84,6 +143,29 @@ class ProgramDefinition:
             key: (self._adapters[key].validate_python(val) if key in self._adapters else val)
             for key, val in inputs.items()
         }
+
+
+# Hooks through which deepcopy may not produce an independent, equal object. dspy.Module's own pickling hooks
+# only drop its call history and callbacks (an unused program has no history; callbacks are checked).
+_COPY_HOOKS = ("__deepcopy__", "__copy__", "__reduce__", "__reduce_ex__", "__getstate__", "__setstate__")
+
+
+def _uncopyable(module: dspy.Module) -> str | None:
+    """Why deep copies of this (just constructed) module could differ from a new one, or None."""
+    if getattr(module, "callbacks", None):
+        return f"{type(module).__qualname__} has callbacks (a copy drops them)"
+    for klass in type(module).__mro__:
+        if klass is object or klass.__module__.split(".")[0] == "dspy":
+            continue
+        hooks = [hook for hook in _COPY_HOOKS if hook in vars(klass)]
+        if hooks:
+            return f"{klass.__qualname__} defines {', '.join(hooks)}"
+    return None
+
+
+def _copy_program(template: dspy.Module, shared: tuple[Any, ...]) -> dspy.Module:
+    # The predictors' own LMs are shared, not copied: each run replaces them with stand-ins before forward runs.
+    return copy.deepcopy(template, {id(obj): obj for obj in shared})
 
 
 def _user_method(cls: type) -> str:

@@ -15,6 +15,8 @@ from typing import Any
 
 from temporalio import workflow
 
+from ._flush import Flusher
+
 PROGRESS_QUERY = "durable_dspy.progress"
 
 
@@ -55,7 +57,8 @@ class RunState:
 
     def __init__(self, program: str, *, local: bool = False) -> None:
         self.progress = Progress(program=program)
-        self.local = local  # the low-latency mode: LM calls as local activities
+        self.local = local  # the low-latency mode: LM and tool calls as (flushed) local activities
+        self.flusher = Flusher()
         self.changed: BaseException | None = None  # a ProgramChangedError seen during replay
         self.payload_limit: int | None = None  # from the worker's describe answer (see _payloads.request_limit)
 

@@ -1,10 +1,11 @@
-"""Schedule an LM call for a durable run: a regular activity, or a local one in the low-latency mode.
+"""Schedule an LM or tool call of a durable run: a regular activity, or a local one in the low-latency mode.
 
 Local activities run in the worker that runs the workflow, with no round trip through the server's task
-queues. The trade-offs (see docs/configuration.md): their results are recorded in history only when the workflow
-task completes or heartbeats (every 80% of the workflow task timeout, 8 s by default) — consecutive local
-calls share one workflow task, so calls completed since the last heartbeat run again after a crash —, they do
-not heartbeat (a hung call is cut only by its timeout), and they cannot go to another task queue.
+queues, and their inputs (prompts, tool arguments) are not recorded in history, only their results. Each
+local call is *flushed* (see ``_flush``): its result is in history before the run goes on, so a crash never
+repeats a completed call. The trade-offs (see docs/configuration.md): no activity heartbeats (a worker that dies is
+noticed by the workflow task timeout, 10 s by default; a hung call is cut by its start_to_close_timeout), calls
+run on the workflow's own worker (no ``task_queue``), and history shows markers instead of activity events.
 """
 
 from __future__ import annotations
@@ -12,18 +13,47 @@ from __future__ import annotations
 from typing import Any
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError, CancelledError, FailureError
 
 from . import _progress
 from ._options import ActivityOptions
-
-_LOCAL_UNSUPPORTED = ("heartbeat_timeout", "task_queue")
 
 
 async def execute(name: str, arg: Any, *, result_type: Any, summary: str, options: ActivityOptions) -> Any:
     state = _progress.current()
     kwargs = options.as_kwargs()
-    if state is not None and state.local:
-        for key in _LOCAL_UNSUPPORTED:
-            kwargs.pop(key, None)
-        return await workflow.execute_local_activity(name, arg, result_type=result_type, summary=summary, **kwargs)
+    if state is not None and state.local and options.task_queue is None:
+        kwargs.pop("heartbeat_timeout", None)
+        token = state.flusher.token()
+        try:
+            result = await workflow.execute_local_activity(
+                name, arg, result_type=result_type, summary=summary, activity_id=token, **kwargs
+            )
+        except FailureError as err:
+            failure = _as_activity_error(err, name, token)
+            if not isinstance(failure.cause, CancelledError):
+                # A failure is recorded too: a run that fails now while the flush signal is on its way would
+                # have its completion refused by the server (new events), and the call would run again.
+                await state.flusher.commit(token)
+            raise failure from failure.cause
+        await state.flusher.commit(token)
+        return result
     return await workflow.execute_activity(name, arg, result_type=result_type, summary=summary, **kwargs)
+
+
+def _as_activity_error(err: FailureError, name: str, activity_id: str) -> ActivityError:
+    """A local activity fails with its cause itself (ApplicationError, TimeoutError, CancelledError); callers
+    handle calls of both kinds as ``ActivityError`` with that cause, as a regular activity fails."""
+    if isinstance(err, ActivityError):
+        return err
+    failure = ActivityError(
+        f"Local activity {name} failed",
+        scheduled_event_id=0,
+        started_event_id=0,
+        identity="",
+        activity_type=name,
+        activity_id=activity_id,
+        retry_state=None,
+    )
+    failure.__cause__ = err
+    return failure

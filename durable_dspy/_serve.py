@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from dspy.clients.base_lm import BaseLM
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, Plugin
 from temporalio.runtime import Runtime
 from temporalio.worker import Worker
@@ -21,8 +24,8 @@ from temporalio.worker import Worker
 from ._client import default_task_queue
 from ._connect import connect_config
 from ._plugin import DurableDSPyPlugin
-from ._protocol import DEFAULT_LM_KEY
 from ._registry import Registry, default_registry
+from ._warmup import warm_up as warm_up_plugin
 
 logger = logging.getLogger("durable_dspy.serve")
 
@@ -31,6 +34,9 @@ EMBEDDED_UI_PORT = 8233
 
 # After a worker dies, its runs wait this long on its sticky queue before any worker may pick them up.
 STICKY_TIMEOUT = timedelta(seconds=2)
+
+# How long a new worker waits for the server to see its first poll before it reports ready anyway.
+POLLER_WAIT = 5.0
 
 # Threads for sync durable tools when the worker sets no max_concurrent_activities (DurableDSPyPlugin's default).
 DEFAULT_ACTIVITY_THREADS = 32
@@ -65,13 +71,6 @@ async def _temporal(
         await asyncio.to_thread(server.stop)
 
 
-def _warm(plugin: DurableDSPyPlugin) -> None:
-    """Resolve lazy work (litellm's import, model capability lookups) before polling, not in the first run."""
-    for program in plugin.registry.programs():
-        with contextlib.suppress(Exception):
-            plugin.lm_activities.info(program.name, DEFAULT_LM_KEY)
-
-
 @contextlib.contextmanager
 def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
     """SIGINT/SIGTERM set ``stop`` once; a second one gets the default behaviour (Ctrl-C again: stop now)."""
@@ -97,13 +96,37 @@ def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
-async def _until_polling(worker: Worker) -> None:
-    """Wait until the worker passed Temporal's namespace check and started its pollers.
+async def _until_polling(worker: Worker, *, timeout: float = POLLER_WAIT) -> None:
+    """Wait until the worker passed Temporal's namespace check and the server has seen its first poll.
 
-    A worker that fails that check ends the ``async with`` block with its error, so this does not wait forever.
+    ``Worker.is_running`` turns true before the first poll request leaves; a run started then would wait for
+    it (and, on a new task queue, for the server to create the queue: tens of ms). A worker that fails the
+    namespace check ends the ``async with`` block with its error, so this does not wait forever.
     """
     while not worker.is_running:
         await asyncio.sleep(0.02)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            if await _server_sees_poller(worker):
+                return
+        except Exception:  # e.g. no permission to describe task queues: being ready is all we know
+            logger.debug("cannot describe task queue %s", worker.task_queue, exc_info=True)
+            return
+        await asyncio.sleep(0.01)
+    logger.debug("task queue %s: no poll of ours seen after %.0f s; carrying on", worker.task_queue, timeout)
+
+
+async def _server_sees_poller(worker: Worker) -> bool:
+    config = worker.config()
+    kind = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW if config.get("workflows") else TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
+    described = await worker.client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=worker.client.namespace, task_queue=TaskQueue(name=worker.task_queue), task_queue_type=kind
+        )
+    )
+    identity = config.get("identity") or worker.client.identity
+    return any(poller.identity == identity for poller in described.pollers)
 
 
 def _write_health_file(path: Path, worker: Worker) -> None:
@@ -141,6 +164,7 @@ async def serve_async(
     compression: bool | int = False,
     encryption: Any = None,
     external_storage: Any = None,
+    warm_up: bool = True,
     **worker_options: Any,
 ) -> None:
     """Run a worker until SIGINT/SIGTERM (or ``stop`` is set), then let in-flight activities finish.
@@ -169,6 +193,8 @@ async def serve_async(
             as it starts shutting down, for readiness probes.
         stop: set it to stop the worker (instead of a signal).
         on_ready: called with the ``Worker`` once it polls.
+        warm_up: before polling, do what the first run would otherwise pay for (see
+            :func:`durable_dspy.warm_up`); it overlaps with connecting to Temporal.
         **worker_options: passed to ``temporalio.worker.Worker`` (``max_concurrent_activities``, ``identity``,
             ``max_concurrent_workflow_tasks``, ...).
 
@@ -189,14 +215,16 @@ async def serve_async(
         encryption=encryption,
         external_storage=external_storage,
     )
-    if activities:
-        await asyncio.to_thread(_warm, plugin)
+    # In a thread, while we connect; awaited before the worker polls.
+    warming = asyncio.ensure_future(asyncio.to_thread(warm_up_plugin, plugin)) if warm_up else None
     stop = stop or asyncio.Event()
     health = Path(health_file) if health_file is not None else None
     worker_options.setdefault("sticky_queue_schedule_to_start_timeout", STICKY_TIMEOUT)
     try:
         with _stop_on_signals(stop):
             async with _temporal(config, embedded_db, ui, embedded_port, [plugin, *plugins], runtime) as client:
+                if warming is not None:
+                    await warming
                 worker = Worker(
                     client,
                     task_queue=task_queue or default_task_queue(),
@@ -220,6 +248,8 @@ async def serve_async(
                         health.unlink(missing_ok=True)  # draining: no longer ready for new work
                     logger.info("shutting down: waiting up to %s for in-flight activities", graceful_shutdown_timeout)
     finally:
+        if warming is not None and not warming.done():
+            await asyncio.wait([warming])  # connecting failed: let the thread finish before we return
         if health is not None:
             health.unlink(missing_ok=True)
     logger.info("worker stopped")

@@ -29,6 +29,7 @@ from ._names import qualified_name, validate_name
 from ._options import DEFAULT_TOOL_OPTIONS, ActivityOptions, options_from_kwargs
 from ._payloads import SDK_PAYLOADS_TOO_LARGE, check_request, check_result
 from ._registry import Origin, Registry, default_registry
+from ._schedule import execute as _execute_call
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -258,12 +259,12 @@ async def _run_activity(definition: ToolDefinition, call: ToolCall) -> Any:
         )
     step = state.begin("tool", definition.name) if state else None
     try:
-        result = await workflow.execute_activity(
+        result = await _execute_call(
             definition.name,
             call,
             result_type=definition.result_type(),
             summary=definition.name,
-            **definition.options.as_kwargs(),
+            options=definition.options,
         )
     except ActivityError as err:
         if state and step:

@@ -11,6 +11,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError, FailureError
 
 from . import _bridge, _callbacks, _parallel, _progress, _state, _versioning
+from ._flush import FLUSH_SIGNAL
 from ._interpreter import DurableInterpreter
 from ._lm import DurableLM
 from ._lm_activity import PREDICTOR_KEY_PREFIX
@@ -54,15 +55,17 @@ def _check_serializable(what: str, value: Any) -> None:
         ) from None
 
 
-async def _prepare(definition: ProgramDefinition, program: dspy.Module) -> dict[str, DurableLM]:
-    """Once per run, recorded in history: pin the program's version and compiled state, and ask the worker about
-    the LMs the run uses (model, request defaults, capabilities); build the stand-in LMs."""
+async def _prepare(
+    definition: ProgramDefinition, program: dspy.Module, current: tuple[str, str]
+) -> dict[str, DurableLM]:
+    """Once per run, recorded in history: pin the program's version (``current``, its fingerprint) and compiled
+    state, and ask the worker about the LMs the run uses (model, request defaults, capabilities); build the
+    stand-in LMs."""
     named = program.named_predictors()
     prefix = definition.cls.__name__
     callers = {id(predictor): f"{prefix}.{name}" for name, predictor in named}
     own = [(name, predictor) for name, predictor in named if predictor.lm is not None]
     keys = [DEFAULT_LM_KEY, *(PREDICTOR_KEY_PREFIX + name for name, _ in own)]
-    current = _versioning.fingerprint(program)
     request = DescribeRequest(
         program=definition.name,
         keys=keys,
@@ -137,8 +140,8 @@ async def run_program(definition: ProgramDefinition, inputs: dict[str, Any], sta
 
 
 async def _run(definition: ProgramDefinition, inputs: dict[str, Any]) -> RunResult:
-    program = definition.cls()
-    lms = await _prepare(definition, program)
+    program, fingerprint = definition.new_program()  # a fresh instance, by construction or by copy
+    lms = await _prepare(definition, program, fingerprint)
     kwargs = definition.decode_inputs(inputs)
     try:
         ids = _callbacks.CallIds(workflow.info().run_id)
@@ -187,8 +190,11 @@ def generate_workflow(definition: ProgramDefinition) -> type:
     def progress(self: Any) -> Progress:
         return self._state.progress  # type: ignore[no-any-return]
 
+    def flushed(self: Any, token: str) -> None:
+        self._state.flusher.received(token)
+
     # Temporal checks that handlers belong to the class they decorate, by module and qualname.
-    for method in (__init__, run, progress):
+    for method in (__init__, run, progress, flushed):
         method.__module__ = cls.__module__
         method.__qualname__ = f"{attr}.{method.__name__}"
     namespace = {
@@ -198,6 +204,7 @@ def generate_workflow(definition: ProgramDefinition) -> type:
         "__init__": __init__,
         "run": workflow.run(run),
         "progress": workflow.query(name=PROGRESS_QUERY)(progress),
+        "flushed": workflow.signal(name=FLUSH_SIGNAL)(flushed),
     }
     generated = type(attr, (), namespace)
     return workflow.defn(name=definition.name)(generated)

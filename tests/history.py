@@ -13,11 +13,12 @@ import durable_dspy
 
 LM_CALL = "durable_dspy.lm.call"
 DESCRIBE = "durable_dspy.lm.describe"
+FLUSH = "durable_dspy.flush"  # the no-op local activity and the signal of local mode's flush
 
 
-def scheduled_activities(history: WorkflowHistory) -> list[str]:
+def scheduled_activities(history: WorkflowHistory, *, flushes: bool = False) -> list[str]:
     """Activity types in history order: regular activities when scheduled, local ones when their result
-    was recorded (a marker)."""
+    was recorded (a marker). The no-op flush activities of local mode only with ``flushes=True``."""
     names = []
     for event in history.events:
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
@@ -25,7 +26,17 @@ def scheduled_activities(history: WorkflowHistory) -> list[str]:
         elif event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
             data = event.marker_recorded_event_attributes.details["data"].payloads[0].data
             names.append(json.loads(data)["activity_type"])
-    return names
+    return names if flushes else [name for name in names if name != FLUSH]
+
+
+def flush_signals(history: WorkflowHistory) -> int:
+    """Flush signals in a history (local mode: one per local LM or tool call, sent while it runs)."""
+    return sum(
+        1
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+        and e.workflow_execution_signaled_event_attributes.signal_name == FLUSH
+    )
 
 
 def completed_activities(history: WorkflowHistory) -> int:
