@@ -12,6 +12,7 @@ from temporalio.client import Client
 from durable_dspy._devserver import DevServer
 from durable_dspy.testing._lm_server import ScriptedLMServer
 from tests.conftest import running_worker
+from tests.history import replay, scheduled_activities
 from tests.programs import faults
 from tests.support.processes import WorkerProcess
 
@@ -75,3 +76,38 @@ async def test_sigterm_lets_the_in_flight_activity_finish(
             raise AssertionError(f"the second worker did not finish the run: {events}") from None
     assert prediction.answer
     assert tool_log.read_text().split() == ["sleepy_tool"], "the tool ran once"
+
+
+async def test_sigterm_lets_an_in_flight_local_call_finish(
+    client: Client, temporal_server: DevServer, lm_server: ScriptedLMServer, task_queue: str, lm, tmp_path: Path
+) -> None:
+    """The low-latency mode too: the local tool call in flight finishes, its result is recorded, it never reruns."""
+    tool_log = tmp_path / "tools.log"
+    worker = WorkerProcess(
+        address=temporal_server.address,
+        task_queue=task_queue,
+        lm_url=lm_server.url,
+        extra=["--module", "tests.programs.faults", "--grace", "20"],
+        env={"DURABLE_DSPY_TEST_TOOL_LOG": str(tool_log)},
+    ).start()
+    try:
+        handle = await faults.SleepyLocal.start(client, question="stop locally", seconds=2.0, task_queue=task_queue)
+        for _ in range(3000):
+            if tool_log.exists() and "sleepy_tool" in tool_log.read_text():
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the tool never started:\n" + "".join(worker.output[-30:]))
+        worker.terminate()  # SIGTERM while the 2-second tool runs
+        code = await asyncio.to_thread(worker.wait, 30)
+    finally:
+        worker.kill()
+    assert code == 0, "".join(worker.output[-30:])
+
+    async with running_worker(client, task_queue, lm):
+        prediction = await asyncio.wait_for(handle.result(), timeout=60)
+    assert prediction.answer
+    assert tool_log.read_text().split() == ["sleepy_tool"], "the tool ran once"
+    history = await handle.fetch_history()
+    assert scheduled_activities(history).count(SLEEPY_TOOL) == 1
+    await replay(history)

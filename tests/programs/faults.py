@@ -257,6 +257,11 @@ class Sleepy(dspy.Module):
         return self.second(question=question, plan=plan, note=note)
 
 
+@durable_program(local_activities=True)
+class SleepyLocal(Sleepy):
+    """Sleepy in the low-latency mode: its LM and tool calls are local activities."""
+
+
 @durable_program(registry=registry)
 class HugeTool(dspy.Module):
     def forward(self, query: str):
