@@ -77,21 +77,24 @@ def sizes(history: WorkflowHistory) -> dict[str, Any]:
 
 
 async def run(env: Env) -> list[Row]:
-    from .programs import Agent
+    from .programs import Agent, AgentLocal
 
     steps = (2, 4, 6) if env.quick else (5, 10, 15)
     tq = env.task_queue("history")
     env.reset_lm()
     measured: dict[int, dict[str, Any]] = {}
+    local: dict[int, dict[str, Any]] = {}
     try:
         async with env.durable_worker(tq):
-            for n in steps:
-                env.lm_server.react_steps = n
-                handle = await Agent.start(env.client, question=f"history {n} {uuid.uuid4().hex[:6]}", task_queue=tq)
-                await handle.result()
-                measured[n] = sizes(await handle.fetch_history())
-                if measured[n]["tools"] != n:
-                    raise RuntimeError(f"expected {n} tool calls, the history has {measured[n]['tools']}")
+            for program, into in ((Agent, measured), (AgentLocal, local)):
+                for n in steps:
+                    env.lm_server.react_steps = n
+                    question = f"history {n} {uuid.uuid4().hex[:6]}"
+                    handle = await program.start(env.client, question=question, task_queue=tq)  # type: ignore[attr-defined]
+                    await handle.result()
+                    into[n] = sizes(await handle.fetch_history())
+                    if into[n]["tools"] != n:
+                        raise RuntimeError(f"expected {n} tool calls, the history has {into[n]['tools']}")
     finally:
         env.lm_server.react_steps = 2
     lo, hi = steps[0], steps[-1]
@@ -150,6 +153,29 @@ async def run(env: Env) -> list[Row]:
             ),
         ),
     ]
+    local_per_step = (local[hi]["proto"] - local[lo]["proto"]) / (hi - lo)
+    (_, _, local_c2), _ = fit(xs, [float(local[n]["proto"]) for n in steps], 2)
+    rows += [
+        Row(
+            BENCH,
+            f"local mode: history bytes, {n} steps",
+            "bytes",
+            Stat.exact(local[n]["proto"]),
+            note=f"lm results {local[n]['lm_result']:,}, tools {local[n]['tool']:,}, other {local[n]['other']:,}",
+        )
+        for n in steps
+    ]
+    rows.append(
+        Row(
+            BENCH,
+            f"local mode: bytes/step, {lo}->{hi}",
+            "bytes",
+            Stat.exact(local_per_step),
+            target=f"<= {TARGET}",
+            verdict=verdict(local_per_step <= TARGET),
+            note=f"local_activities=True: results only, no prompts; quadratic term {local_c2:,.1f} bytes/step^2",
+        )
+    )
     return rows
 
 

@@ -48,6 +48,11 @@ class Agent(dspy.Module):
         return self.react(question=question)
 
 
+@durable_program(local_activities=True)
+class AgentLocal(Agent):
+    """``Agent`` in the low-latency mode: local activities record results only, not prompts."""
+
+
 @durable_program
 class FanOut(dspy.Module):
     """One LM call per question: all at once with ``dspy.Parallel``, or one after another."""
