@@ -4,6 +4,7 @@ Not part of the suite (needs ``pip install py-spy``, which is not a project depe
 
     python -m bench.profile --mode durable --gil --seconds 20 --concurrency 8 --out /tmp/durable.txt
     python -m bench.profile --mode floor --gil --seconds 20
+    python -m bench.profile --mode durable --gil --experiment unsandboxed   # a worker configuration variant
     python -m bench.profile --experiments      # worker CPU/run under configuration variants (no py-spy needed)
 
 Prints the functions with the most samples, inclusive ("total") and exclusive ("self"), as a share of all samples
@@ -131,12 +132,14 @@ async def drive(env: Env, mode: str, task_queue: str, concurrency: int, until: f
     return done
 
 
-async def profile(mode: str, seconds: float, concurrency: int, out: str, top: int, native: bool, gil: bool) -> None:
+async def profile(
+    mode: str, seconds: float, concurrency: int, out: str, top: int, native: bool, gil: bool, experiments: list[str]
+) -> None:
     py_spy = shutil.which("py-spy")
     if py_spy is None:
         sys.exit("py-spy is not installed: pip install py-spy")
     async with Env.open(quick=False) as env:
-        worker = await env.spawn(mode)
+        worker = await env.spawn(mode, extra=[arg for name in experiments for arg in ("--experiment", name)])
         await drive(env, mode, worker.task_queue, 2, time.monotonic() + 2)  # warm-up
         cmd = [py_spy, "record", "--pid", str(worker.pid), "--duration", str(int(seconds)), "--rate", str(RATE)]
         cmd += ["--format", "raw", "--output", out, "--nonblocking"]
@@ -195,6 +198,13 @@ def main() -> None:
     parser.add_argument("--native", action="store_true", help="include native (Rust core, C) frames")
     parser.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL (Python CPU)")
     parser.add_argument(
+        "--experiment",
+        action="append",
+        default=[],
+        choices=("shared-adapters", "unsandboxed"),
+        help="profile the worker in this configuration variant (see --experiments)",
+    )
+    parser.add_argument(
         "--experiments", action="store_true", help="instead: worker CPU/run under configuration variants (no py-spy)"
     )
     parser.add_argument("--runs", type=int, default=20, help="runs per batch (--experiments)")
@@ -203,7 +213,9 @@ def main() -> None:
     if args.experiments:
         asyncio.run(experiments(args.runs, args.reps))
         return
-    asyncio.run(profile(args.mode, args.seconds, args.concurrency, args.out, args.top, args.native, args.gil))
+    asyncio.run(
+        profile(args.mode, args.seconds, args.concurrency, args.out, args.top, args.native, args.gil, args.experiment)
+    )
 
 
 if __name__ == "__main__":

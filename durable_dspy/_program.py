@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+import gc
 import inspect
 import logging
 import sys
+import time
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,7 +95,8 @@ class ProgramDefinition:
         Constructing a DSPy program parses every predictor's signature (milliseconds for an agent); a deep copy
         of a pristine instance, made once per worker, is many times cheaper and gives the run the same program.
         A class whose copies could differ from a constructed instance (a copy or pickling hook, module
-        callbacks, a copy that fails) is constructed for every run instead.
+        callbacks, a function that captured objects, a copy that fails) or cost more than construction (a large
+        corpus it only refers to) is constructed for every run instead.
         """
         template = self._template
         if template is not None:
@@ -114,22 +118,29 @@ class ProgramDefinition:
 
         # Imports in __init__ bind the worker's modules (as when warm-up builds it), not this run's sandbox's.
         with workflow.unsafe.imports_passed_through():
+            started = time.perf_counter()  # only chooses between two equal results: no need to be replay-safe
             template = self.cls()
+            constructed = time.perf_counter() - started
         modules = [template, *(module for _, module in template.named_sub_modules())]
-        reason = next(filter(None, map(_uncopyable, modules)), None)
+        shared = tuple(predictor.lm for _, predictor in template.named_predictors() if predictor.lm is not None)
+        reason = next(filter(None, map(_uncopyable, modules)), None) or _captured(template, shared)
         if reason is None:
-            shared = tuple(predictor.lm for _, predictor in template.named_predictors() if predictor.lm is not None)
             try:
+                started = time.perf_counter()
                 first = _copy_program(template, shared)
+                copied = time.perf_counter() - started
             except Exception as exc:
                 reason = f"deepcopy failed: {type(exc).__name__}"
             else:
                 fingerprint = _versioning.fingerprint(template)
-                if _versioning.fingerprint(first) == fingerprint:
+                if _versioning.fingerprint(first) != fingerprint:
+                    reason = "a copy has other predictors"
+                elif copied > constructed:  # e.g. it holds a large corpus, where construction only refers to it
+                    reason = f"a copy takes longer than construction ({copied * 1e3:.2f} ms)"
+                else:
                     self._template_fingerprint, self._template_shared = fingerprint, shared
                     self._template = template  # last: a concurrent run reads the fields above once it sees it
                     return first
-                reason = "a copy has other predictors"
         logger.debug("program %s is constructed for each run: %s", self.name, reason)
         self._construct_each_run = True
         return None
@@ -161,6 +172,51 @@ def _uncopyable(module: dspy.Module) -> str | None:
         if hooks:
             return f"{klass.__qualname__} defines {', '.join(hooks)}"
     return None
+
+
+# Objects a program's graph is checked through before it is used as a template; beyond that, it is not.
+_CHECK_LIMIT = 20_000
+_ATOMIC = (str, bytes, int, float, complex, bool, type(None), type, types.ModuleType, types.BuiltinFunctionType)
+
+
+def _captured(template: dspy.Module, shared: tuple[Any, ...]) -> str | None:
+    """Why a copy of the template could still reach the template itself, or None.
+
+    deepcopy shares functions instead of copying them: a closure over ``self`` (a tool defined in ``__init__``)
+    would keep calling into the template, not the run's copy. Bound methods are fine (copies rebind them).
+    """
+    seen = {id(obj) for obj in shared}
+    stack: list[Any] = [template]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, _ATOMIC):
+            continue
+        seen.add(id(obj))
+        if len(seen) > _CHECK_LIMIT:
+            return f"it holds more than {_CHECK_LIMIT} objects"
+        if isinstance(obj, types.FunctionType):
+            # Its globals are the module's, shared by constructed instances too; what it captured is its own.
+            captured = [*_cells(obj), *(obj.__defaults__ or ()), *(obj.__kwdefaults__ or {}).values()]
+            for val in captured:
+                if isinstance(val, types.FunctionType):
+                    stack.append(val)  # a decorator's wrapped function: check that one too
+                elif not isinstance(val, _ATOMIC):
+                    return f"{obj.__qualname__} captures a {type(val).__name__} (a copy would share it)"
+            continue
+        if hasattr(type(obj), "__deepcopy__") and not isinstance(obj, pydantic.BaseModel):
+            continue  # copies itself as it sees fit (a durable tool: not at all, like a function)
+        stack.extend(gc.get_referents(obj))
+    return None
+
+
+def _cells(function: types.FunctionType) -> list[Any]:
+    values = []
+    for cell in function.__closure__ or ():
+        try:
+            values.append(cell.cell_contents)
+        except ValueError:  # not filled yet
+            continue
+    return values
 
 
 def _copy_program(template: dspy.Module, shared: tuple[Any, ...]) -> dspy.Module:

@@ -227,6 +227,12 @@ class DurableTool(wrapt.FunctionWrapper):  # type: ignore[misc]
     (No class annotations here: they would shadow the wrapped function's ``__annotations__``.)
     """
 
+    def __copy__(self) -> DurableTool:
+        return self  # a tool is a function: copies of a program share it
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> DurableTool:
+        return self
+
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         """Await the tool from async code, sync or async tool alike, in a durable run or not.
 

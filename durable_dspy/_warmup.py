@@ -59,7 +59,8 @@ def warm_up(plugin: DurableDSPyPlugin, *, workflows: bool | None = None, activit
     instances: dict[str, Any] = {}
     for definition in programs:
         with _step("construct", definition.name):
-            instances[definition.name] = definition.cls()
+            # A workflow worker builds the template its runs copy (see ProgramDefinition.new_program).
+            instances[definition.name] = definition.new_program()[0] if workflows else definition.cls()
     with _step("payload types"):
         _warm_payload_types(plugin)
     if workflows:

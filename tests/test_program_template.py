@@ -77,6 +77,27 @@ class Uncopyable(dspy.Module):
 
 
 @durable_program(registry=TEMPLATES)
+class ClosureTool(dspy.Module):
+    """A tool defined in __init__ over ``self``: a copy's tool would still write to the first instance."""
+
+    def __init__(self):
+        super().__init__()
+        _constructed(type(self))
+        self.qa = dspy.Predict("question -> answer")
+        self.seen: list[str] = []
+
+        def remember(note: str) -> str:
+            self.seen.append(note)
+            return "noted"
+
+        self.remember = remember
+
+    def forward(self, question: str):
+        self.remember(question)
+        return dspy.Prediction(answer=self.qa(question=question).answer, seen=list(self.seen))
+
+
+@durable_program(registry=TEMPLATES)
 class OwnCopy(dspy.Module):
     """Defines its own __deepcopy__: constructed for each run."""
 
@@ -152,7 +173,7 @@ def test_a_predictors_own_lm_is_shared_not_copied() -> None:
     assert isinstance(third.qa.lm, dspy.LM) and definition._template.qa.lm is third.qa.lm
 
 
-@pytest.mark.parametrize("cls", [Uncopyable, OwnCopy, WithCallbacks])
+@pytest.mark.parametrize("cls", [Uncopyable, ClosureTool, OwnCopy, WithCallbacks])
 def test_programs_a_copy_could_change_are_constructed_for_each_run(cls: type) -> None:
     definition = _definition(cls)
     programs = [definition.new_program()[0]]  # constructs the would-be template too, and gives up on it
@@ -196,7 +217,7 @@ def _forget_template(cls: type) -> ProgramDefinition:
     return definition
 
 
-@pytest.mark.parametrize("cls", [Mutating, Uncopyable])
+@pytest.mark.parametrize("cls", [Mutating, Uncopyable, ClosureTool])
 async def test_one_runs_changes_to_its_program_never_reach_the_next_run(
     client: Client, lm_server: ScriptedLMServer, task_queue: str, lm: dspy.LM, cls: Any
 ) -> None:
@@ -207,11 +228,11 @@ async def test_one_runs_changes_to_its_program_never_reach_the_next_run(
             handles.append(await cls.start(client, question=f"run {i}", task_queue=task_queue))
             await handles[-1].result()
         results = [await handle.result() for handle in handles]
-    assert (definition._template is not None) is (cls is Mutating)  # made in the first run, then copied
     assert [result.seen for result in results] == [["run 0"], ["run 1"], ["run 2"]]
+    assert (definition._template is not None) is (cls is Mutating)  # made in the first run, then copied
     if cls is Mutating:
         assert [result.demos_before for result in results] == [0, 0, 0]
-    else:
+    if cls is Uncopyable:
         assert [result.n for result in results] == [0, 0, 0]
     for handle in handles:
         await replay(await handle.fetch_history(), registry=TEMPLATES)
