@@ -20,16 +20,17 @@ CALLS = 3
 TARGET = 1.15
 
 
-async def worker_cpu_per_run(env: Env, worker: WorkerProcess, runs: int, *, durable: bool) -> float:
+async def worker_cpu_per_run(
+    env: Env, worker: WorkerProcess, runs: int, *, durable: bool, local: bool = False
+) -> float:
     """CPU seconds the worker spent per run, over one batch of ``runs`` concurrent runs."""
-    from .programs import Sequential
+    from .programs import Sequential, SequentialLocal
 
     tag = uuid.uuid4().hex[:8]
+    program = SequentialLocal if local else Sequential
     if durable:
         starts = [
-            lambda i=i: Sequential.start(
-                env.client, question=f"cpu {tag} {i}", calls=CALLS, task_queue=worker.task_queue
-            )
+            lambda i=i: program.start(env.client, question=f"cpu {tag} {i}", calls=CALLS, task_queue=worker.task_queue)
             for i in range(runs)
         ]
     else:
@@ -64,17 +65,26 @@ async def run(env: Env) -> list[Row]:
     plain_task = asyncio.ensure_future(plain_cpu_per_run(env, runs, reps))
     durable = await env.shared_worker("durable")
     bare = await env.shared_worker("floor")
-    # Warm both workers (first-run costs are measured by the start-up benchmark, not here).
+    # The same worker with Temporal's UnsandboxedWorkflowRunner (workflow_runner= of serve()): what the sandbox costs.
+    unsandboxed = await env.spawn("durable", extra=["--experiment", "unsandboxed"])
+    # Warm the workers (first-run costs are measured by the start-up benchmark, not here).
     await worker_cpu_per_run(env, durable, 2, durable=True)
+    await worker_cpu_per_run(env, durable, 2, durable=True, local=True)
+    await worker_cpu_per_run(env, unsandboxed, 2, durable=True)
     await worker_cpu_per_run(env, bare, 2, durable=False)
-    samples: dict[str, list[float]] = {"durable": [], "floor": []}
+    samples: dict[str, list[float]] = {"durable": [], "local": [], "unsandboxed": [], "floor": []}
     for rep in range(reps):
         log(f"cpu: repetition {rep + 1}/{reps}")
         samples["durable"].append(await worker_cpu_per_run(env, durable, runs, durable=True) * 1000)
+        samples["local"].append(await worker_cpu_per_run(env, durable, runs, durable=True, local=True) * 1000)
+        samples["unsandboxed"].append(await worker_cpu_per_run(env, unsandboxed, runs, durable=True) * 1000)
         samples["floor"].append(await worker_cpu_per_run(env, bare, runs, durable=False) * 1000)
     plain = [cpu * 1000 for cpu in await plain_task]
-    ratio = [d / (f + p) for d, f, p in zip(samples["durable"], samples["floor"], plain, strict=True)]
-    ratio_stat = Stat.of(ratio)
+
+    def ratio_of(kind: str) -> Stat:
+        return Stat.of([d / (f + p) for d, f, p in zip(samples[kind], samples["floor"], plain, strict=True)])
+
+    ratio_stat = ratio_of("durable")
     return [
         Row(BENCH, "plain DSPy CPU/run (3 calls)", "ms", Stat.of(plain), note="no Temporal, own process"),
         Row(BENCH, "floor worker CPU/run (3 no-op activities)", "ms", Stat.of(samples["floor"])),
@@ -87,6 +97,14 @@ async def run(env: Env) -> list[Row]:
             target=f"<= {TARGET}x",
             verdict=verdict(ratio_stat.median <= TARGET),
             note=f"batches of {runs} concurrent runs",
+        ),
+        Row(BENCH, "  local mode / (floor + plain)", "x", ratio_of("local"), note="local_activities=True"),
+        Row(
+            BENCH,
+            "  unsandboxed runner / (floor + plain)",
+            "x",
+            ratio_of("unsandboxed"),
+            note="serve(workflow_runner=UnsandboxedWorkflowRunner())",
         ),
     ]
 
