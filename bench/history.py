@@ -37,36 +37,30 @@ def sizes(history: WorkflowHistory) -> dict[str, Any]:
     """
     scheduled: dict[int, str] = {}
     parts = {"lm_request": 0, "lm_result": 0, "tool": 0, "other": 0}
-    tools = lm_calls = 0
+    calls = {"lm": 0, "tool": 0}
+
+    def part(name: str, lm_part: str) -> str:
+        return lm_part if name == LM_CALL else "tool" if name.startswith("bench.") else "other"
+
     for event in history.events:
-        size = event.ByteSize()
+        size, key = event.ByteSize(), "other"
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            name = event.activity_task_scheduled_event_attributes.activity_type.name
-            scheduled[event.event_id] = name
-            if name == LM_CALL:
-                parts["lm_request"] += size
-                lm_calls += 1
-            elif name.startswith("bench."):
-                parts["tool"] += size
-                tools += 1
-            else:
-                parts["other"] += size
-        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-            name = scheduled.get(event.activity_task_completed_event_attributes.scheduled_event_id, "")
-            key = "lm_result" if name == LM_CALL else "tool" if name.startswith("bench.") else "other"
-            parts[key] += size
+            name = scheduled[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
+            key = part(name, "lm_request")  # a call is counted where it is scheduled (regular) ...
         elif event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
             name = _marker_activity(event)
-            if name == LM_CALL:
-                parts["lm_result"] += size
-                lm_calls += 1
-            elif name.startswith("bench."):
-                parts["tool"] += size
-                tools += 1
-            else:
-                parts["other"] += size
+            key = part(name, "lm_result")  # ... or recorded (local)
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            done = event.activity_task_completed_event_attributes.scheduled_event_id
+            key, name = part(scheduled.get(done, ""), "lm_result"), ""
         else:
-            parts["other"] += size
+            name = ""
+        parts[key] += size
+        if name == LM_CALL:
+            calls["lm"] += 1
+        elif name.startswith("bench."):
+            calls["tool"] += 1
+    tools, lm_calls = calls["tool"], calls["lm"]
     return {
         "proto": sum(parts.values()),
         "json": len(history.to_json()),

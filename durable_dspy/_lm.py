@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 import pydantic
@@ -12,11 +11,9 @@ from dspy.dsp.utils.settings import settings
 from dspy.utils.callback import with_callbacks
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
-from temporalio.exceptions import CancelledError as TemporalCancelledError
 
 from . import _bridge, _progress, _schedule, _versioning
 from ._names import LM_CALL_ACTIVITY
-from ._payloads import check_request
 from ._protocol import LMCallRequest, LMCallResult, LMInfo
 
 if TYPE_CHECKING:
@@ -130,46 +127,36 @@ class DurableLM(BaseLM):
         if state and state.changed:
             raise state.changed
         index = state.progress.lm_calls + 1 if state else 0
-        limit = state.payload_limit if state else None
-        if limit is not None:
-            check_request(
-                request,
-                workflow.payload_converter(),
-                what=f"The prompt of LM call {request.caller or self.model!r}",
-                fix="Send less context (fewer or shorter documents, demos or history turns).",
-                limit=limit,
-            )
-        step = state.begin("lm", request.caller or self.model) if state else None
+
+        def check(result: LMCallResult) -> None:
+            if result.caller != request.caller and _versioning.is_replaying():
+                try:
+                    _versioning.check_call(self._program, index, result.caller, request.caller)
+                except _versioning.ProgramChangedError as err:
+                    if state:
+                        state.changed = err
+                    raise
+
         try:
-            result: LMCallResult = await _schedule.execute(
+            result, step = await _schedule.call(
+                "lm",
+                request.caller or self.model,
                 LM_CALL_ACTIVITY,
                 request,
                 result_type=LMCallResult,
-                summary=request.caller or self.model,
                 options=self._options,
+                what=f"The prompt of LM call {request.caller or self.model!r}",
+                fix="Send less context (fewer or shorter documents, demos or history turns).",
+                check=check,
             )
         except ActivityError as err:
-            if state and step:
-                state.end(step, failed=True)
-            if isinstance(err.cause, TemporalCancelledError):
-                # The run is being cancelled: that must end it, not be caught by DSPy code that catches Exception
-                # (BestOfN, Refine, Parallel) and carries on.
-                raise asyncio.CancelledError() from err
             mapped = _dspy_error(err)
             if mapped is None:
                 raise  # not `raise err from err`: that makes the error its own cause and loses the real one
             raise mapped from err
-        if result.caller != request.caller and _versioning.is_replaying():
-            try:
-                _versioning.check_call(self._program, index, result.caller, request.caller)
-            except _versioning.ProgramChangedError as err:
-                if state:
-                    state.changed = err
-                raise
         if state and step:
-            state.end(step)
             state.add_usage(step, self.model, result.usage, result.cost)
-        return result
+        return result  # type: ignore[no-any-return]
 
     def _record(self, prompt: Any, messages: Any, kwargs: dict[str, Any], result: LMCallResult) -> list[Any]:
         """Redo DSPy's per-call bookkeeping (usage tracker, history) from what the activity returned."""

@@ -10,6 +10,8 @@ run on the workflow's own worker (no ``task_queue``), and history shows markers 
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from temporalio import workflow
@@ -17,6 +19,50 @@ from temporalio.exceptions import ActivityError, CancelledError, FailureError
 
 from . import _progress
 from ._options import ActivityOptions
+from ._payloads import check_request
+from ._progress import Step
+
+
+async def call(
+    kind: str,
+    name: str,
+    activity: str,
+    arg: Any,
+    *,
+    result_type: Any,
+    options: ActivityOptions,
+    what: str,
+    fix: str,
+    check: Callable[[Any], None] | None = None,
+) -> tuple[Any, Step | None]:
+    """One LM or tool call of a durable run, as a step of its progress: check the request's size, schedule the
+    activity (``name`` is its summary), run ``check`` on the result, and return the result with its step.
+
+    A Temporal cancellation becomes ``asyncio.CancelledError``: the run is being cancelled, and that must end it,
+    not be caught as an error by code that catches ``Exception`` and carries on (BestOfN, Refine, Parallel,
+    ReAct's tool-error observations). Any other failure is raised as ``ActivityError``, for the caller to map.
+
+    Example:
+        >>> result, step = await call("tool", "search", "app.search", ToolCall(arguments={"q": "x"}), ...)
+    """
+    state = _progress.current()
+    limit = state.payload_limit if state else None  # known once the run has described its LMs
+    if limit is not None:
+        check_request(arg, workflow.payload_converter(), what=what, fix=fix, limit=limit)
+    step = state.begin(kind, name) if state else None
+    try:
+        result = await execute(activity, arg, result_type=result_type, summary=name, options=options)
+        if check is not None:
+            check(result)
+    except BaseException as err:
+        if state and step:
+            state.end(step, failed=True)
+        if isinstance(err, ActivityError) and isinstance(err.cause, CancelledError):
+            raise asyncio.CancelledError() from err
+        raise
+    if state and step:
+        state.end(step)
+    return result, step
 
 
 async def execute(name: str, arg: Any, *, result_type: Any, summary: str, options: ActivityOptions) -> Any:

@@ -19,17 +19,16 @@ import pydantic_core
 import wrapt
 from temporalio import activity, workflow
 from temporalio.exceptions import ActivityError, ApplicationError
-from temporalio.exceptions import CancelledError as TemporalCancelledError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
-from . import _bridge, _progress
+from . import _bridge
 from ._errors import DefinitionError, DurableDSPyError
 from ._lm_activity import heartbeating
 from ._names import qualified_name, validate_name
 from ._options import DEFAULT_TOOL_OPTIONS, ActivityOptions, options_from_kwargs
-from ._payloads import SDK_PAYLOADS_TOO_LARGE, check_request, check_result
+from ._payloads import SDK_PAYLOADS_TOO_LARGE, check_result
 from ._registry import Origin, Registry, default_registry
-from ._schedule import execute as _execute_call
+from ._schedule import call as _call_activity
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -252,40 +251,19 @@ def _schedule(definition: ToolDefinition, args: tuple[Any, ...], kwargs: dict[st
 
 
 async def _run_activity(definition: ToolDefinition, call: ToolCall) -> Any:
-    state = _progress.current()
-    # Set once the run knows how the worker encodes payloads (see _payloads.request_limit); unknown: no check.
-    limit = getattr(state, "payload_limit", None)
-    if limit is not None:
-        check_request(
-            call,
-            workflow.payload_converter(),
-            what=f"The arguments of durable tool {definition.name!r}",
-            fix="Pass a reference (a path, a URL, an id) instead of the data itself.",
-            limit=limit,
-        )
-    step = state.begin("tool", definition.name) if state else None
     try:
-        result = await _execute_call(
+        result, _ = await _call_activity(
+            "tool",
+            definition.name,
             definition.name,
             call,
             result_type=definition.result_type(),
-            summary=definition.name,
             options=definition.options,
+            what=f"The arguments of durable tool {definition.name!r}",
+            fix="Pass a reference (a path, a URL, an id) instead of the data itself.",
         )
     except ActivityError as err:
-        if state and step:
-            state.end(step, failed=True)
-        if isinstance(err.cause, TemporalCancelledError):
-            # The run is being cancelled: that must end it, not become a tool error that code (dspy.ReAct,
-            # which turns tool exceptions into observations) catches and carries on from.
-            raise asyncio.CancelledError() from err
         raise _tool_failed(definition, err) from None
-    except BaseException:
-        if state and step:
-            state.end(step, failed=True)
-        raise
-    if state and step:
-        state.end(step)
     return result
 
 

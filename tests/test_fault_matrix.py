@@ -22,7 +22,7 @@ from durable_dspy._devserver import DevServer
 from durable_dspy._executor import RunAffinityExecutor
 from durable_dspy.testing._lm_server import ScriptedLMServer
 from tests.conftest import make_lm, plain_run
-from tests.history import DESCRIBE, LM_CALL, replay, scheduled_activities
+from tests.history import DESCRIBE, FLUSH, LM_CALL, local_activity_markers, replay, scheduled_activities
 from tests.programs import basic
 from tests.support.processes import WorkerProcess
 
@@ -69,6 +69,7 @@ async def wait_for(predicate: Any, timeout: float) -> None:
 
 @dataclass
 class Matrix:
+    program: type
     expected: dict[int, str]
     answers: dict[int, str] = field(default_factory=dict)
     histories: dict[int, WorkflowHistory] = field(default_factory=dict)
@@ -76,23 +77,24 @@ class Matrix:
     hung_before_kill: int = 0
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=[basic.TenCalls, basic.TenCallsLocal], ids=["activities", "local-activities"])
 async def matrix(
-    client: Client, temporal_server: DevServer, lm_server_session: ScriptedLMServer
+    request: pytest.FixtureRequest, client: Client, temporal_server: DevServer, lm_server_session: ScriptedLMServer
 ) -> AsyncIterator[Matrix]:
+    program = request.param
     server = lm_server_session
     server.reset()
     server.latency = 0.0
     lm = make_lm(server)
-    result = Matrix(expected={k: plain_run(basic.TenCalls(), lm, question=question(k)).answer for k in STEPS})
+    result = Matrix(program, expected={k: plain_run(program(), lm, question=question(k)).answer for k in STEPS})
     server.reset()
     for k in STEPS:
         # Run k's call k+1 (step index k) hangs: it is in flight, with exactly k calls completed, at the kill.
         server.inject("hang", match=f"{question(k)}\n\n[[ ## step ## ]]\n{k}\n")
-    task_queue = "fault-matrix"
+    task_queue = f"fault-matrix-{program.__name__}"
     first = WorkerProcess(address=temporal_server.address, task_queue=task_queue, lm_url=server.url).start()
     try:
-        handles = {k: await basic.TenCalls.start(client, question=question(k), task_queue=task_queue) for k in STEPS}
+        handles = {k: await program.start(client, question=question(k), task_queue=task_queue) for k in STEPS}
         await wait_for(lambda: sum(r.fault == "hang" for r in server.requests) == len(STEPS), timeout=90)
         result.hung_before_kill = sum(r.fault == "hang" for r in server.requests)
     finally:
@@ -115,8 +117,13 @@ async def test_sigkill_after_call_k_resumes_with_the_same_answer(matrix: Matrix,
     assert set(served.values()) == {1}, f"a call was served twice: {served}"
     history = matrix.histories[k]
     assert scheduled_activities(history) == [DESCRIBE] + [LM_CALL] * 10
-    # Calls 1..k completed before the kill on their first attempt; call k+1 was in flight and ran again.
-    assert lm_attempts(history) == [1] * k + [2] + [1] * (9 - k)
+    if matrix.program is basic.TenCalls:
+        # Calls 1..k completed before the kill on their first attempt; call k+1 was in flight and ran again.
+        assert lm_attempts(history) == [1] * k + [2] + [1] * (9 - k)
+    else:
+        # Local activities: results recorded by markers, each call flushed once (plus, at most, one no-op flush
+        # for the call whose early signal came from the killed worker).
+        assert local_activity_markers(history) - scheduled_activities(history, flushes=True).count(FLUSH) == 11
     # (The Replayer gets a default multi-thread executor before plugins run, so pass a single lane explicitly.)
     await replay(history, workflow_task_executor=RunAffinityExecutor(1))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
@@ -19,19 +20,20 @@ from tests.support.processes import WorkerProcess
 SLEEPY_TOOL = "tests.programs.faults.sleepy_tool"
 
 
-async def test_sigterm_lets_the_in_flight_activity_finish(
-    client: Client, temporal_server: DevServer, lm_server: ScriptedLMServer, task_queue: str, lm, tmp_path: Path
-) -> None:
-    tool_log = tmp_path / "tools.log"
+async def sigterm_during_tool(
+    client: Client, server: DevServer, lm_server: ScriptedLMServer, task_queue: str, tool_log: Path, program: Any
+) -> tuple[WorkerProcess, Any]:
+    """Start a worker process and a run of ``program`` (Sleepy or SleepyLocal); SIGTERM the worker while the run's
+    2-second tool runs; check it exited 0. Returns the worker and the run's handle."""
     worker = WorkerProcess(
-        address=temporal_server.address,
+        address=server.address,
         task_queue=task_queue,
         lm_url=lm_server.url,
         extra=["--module", "tests.programs.faults", "--grace", "20"],
         env={"DURABLE_DSPY_TEST_TOOL_LOG": str(tool_log)},
     ).start()
     try:
-        handle = await faults.Sleepy.start(client, question="shut down gently", seconds=2.0, task_queue=task_queue)
+        handle = await program.start(client, question="shut down gently", seconds=2.0, task_queue=task_queue)
         for _ in range(3000):
             if tool_log.exists() and "sleepy_tool" in tool_log.read_text():
                 break
@@ -43,6 +45,14 @@ async def test_sigterm_lets_the_in_flight_activity_finish(
     finally:
         worker.kill()
     assert code == 0, "".join(worker.output[-30:])
+    return worker, handle
+
+
+async def test_sigterm_lets_the_in_flight_activity_finish(
+    client: Client, temporal_server: DevServer, lm_server: ScriptedLMServer, task_queue: str, lm, tmp_path: Path
+) -> None:
+    tool_log = tmp_path / "tools.log"
+    worker, handle = await sigterm_during_tool(client, temporal_server, lm_server, task_queue, tool_log, faults.Sleepy)
     assert "STOPPED" in "".join(worker.output)
 
     history = await handle.fetch_history()
@@ -83,26 +93,7 @@ async def test_sigterm_lets_an_in_flight_local_call_finish(
 ) -> None:
     """The low-latency mode too: the local tool call in flight finishes, its result is recorded, it never reruns."""
     tool_log = tmp_path / "tools.log"
-    worker = WorkerProcess(
-        address=temporal_server.address,
-        task_queue=task_queue,
-        lm_url=lm_server.url,
-        extra=["--module", "tests.programs.faults", "--grace", "20"],
-        env={"DURABLE_DSPY_TEST_TOOL_LOG": str(tool_log)},
-    ).start()
-    try:
-        handle = await faults.SleepyLocal.start(client, question="stop locally", seconds=2.0, task_queue=task_queue)
-        for _ in range(3000):
-            if tool_log.exists() and "sleepy_tool" in tool_log.read_text():
-                break
-            await asyncio.sleep(0.02)
-        else:
-            raise AssertionError("the tool never started:\n" + "".join(worker.output[-30:]))
-        worker.terminate()  # SIGTERM while the 2-second tool runs
-        code = await asyncio.to_thread(worker.wait, 30)
-    finally:
-        worker.kill()
-    assert code == 0, "".join(worker.output[-30:])
+    _, handle = await sigterm_during_tool(client, temporal_server, lm_server, task_queue, tool_log, faults.SleepyLocal)
 
     async with running_worker(client, task_queue, lm):
         prediction = await asyncio.wait_for(handle.result(), timeout=60)
