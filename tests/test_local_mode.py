@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from datetime import timedelta
 
 import pytest
 from temporalio.api.enums.v1 import EventType
@@ -20,6 +21,7 @@ from durable_dspy._progress import PROGRESS_QUERY, Progress
 from durable_dspy.testing import ScriptedLMServer
 from tests.conftest import SECRET, make_lm, plain_run, running_worker
 from tests.history import (
+    DESCRIBE,
     FLUSH,
     LM_CALL,
     flush_signals,
@@ -135,3 +137,23 @@ async def test_progress_query_and_cancellation(client: Client, lm_server: Script
             await asyncio.wait_for(handle.result(), timeout=30)
     assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
     assert lm_server.served == 0
+
+
+async def test_a_call_that_outlives_a_workflow_task_heartbeat_is_flushed_again(
+    client: Client, lm_server: ScriptedLMServer, task_queue: str
+) -> None:
+    """A local call longer than 80% of the workflow task timeout makes Temporal heartbeat the task: the call's
+    flush signal arrives before its result, which proves nothing, so the run flushes once more with a no-op."""
+    lm_server.latency = 2.5
+    async with running_worker(client, task_queue, make_lm(lm_server), registry=local.registry):
+        handle = await local.OneCallLocal.start(
+            client, question="long local call", task_queue=task_queue, task_timeout=timedelta(seconds=2)
+        )
+        prediction = await handle.result()
+    assert prediction.answer
+    assert statuses(lm_server, "long local call") == [200], "sent once"
+    history = await handle.fetch_history()
+    assert scheduled_activities(history, flushes=True) == [DESCRIBE, LM_CALL, FLUSH]
+    assert flush_signals(history) == 2, "the call's signal (early) and the no-op's"
+    assert workflow_task_problems(history) == []
+    await replay(history, registry=local.registry)
