@@ -103,14 +103,17 @@ class DurableHandle:
         saying why (no worker polls the task queue, or the workers there lack the program). The run is kept.
         """
         waiting = asyncio.ensure_future(self._result())
-        if worker_timeout is not None:
-            done, _ = await asyncio.wait({waiting}, timeout=worker_timeout.total_seconds())
-            if not done:
-                problem = await self.diagnose()
-                if problem is not None:
-                    waiting.cancel()
-                    raise NoWorkerError(problem)
-        return await waiting
+        try:
+            if worker_timeout is not None:
+                done, _ = await asyncio.wait({waiting}, timeout=worker_timeout.total_seconds())
+                if not done:
+                    problem = await self.diagnose()
+                    if problem is not None:
+                        raise NoWorkerError(problem)
+            return await waiting
+        finally:
+            if not waiting.done():  # we gave up (NoWorkerError) or were cancelled: stop waiting for the run too
+                waiting.cancel()
 
     async def diagnose(self) -> str | None:
         """Why no worker has taken this run yet, or None if one has (or it cannot tell)."""

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import uuid
+from datetime import timedelta
 
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.service import RPCError
 
-from durable_dspy import InputError, ProgramFailedError
+from durable_dspy import InputError, NoWorkerError, ProgramFailedError
 from durable_dspy.testing._lm_server import ScriptedLMServer
 from tests.conftest import running_worker
 from tests.programs import basic
@@ -82,3 +85,36 @@ async def test_non_retryable_tool_error_is_not_retried(
     assert "cannot answer 'x'" in failed[0].activity_task_failed_event_attributes.failure.cause.message or (
         "cannot answer 'x'" in failed[0].activity_task_failed_event_attributes.failure.message
     )
+
+
+async def test_no_worker_is_reported_and_the_run_is_kept(
+    client: Client, lm_server: ScriptedLMServer, task_queue: str, lm
+) -> None:
+    handle = await basic.RAG.start(client, question="anyone there?", task_queue=task_queue)
+    with pytest.raises(NoWorkerError) as info:
+        await handle.result(worker_timeout=timedelta(seconds=1))
+    assert f"No worker polls task queue {task_queue!r}" in str(info.value)
+    assert f"durable_dspy.serve(task_queue={task_queue!r})" in str(info.value)
+    assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING, "the run is kept"
+    async with running_worker(client, task_queue, lm):
+        prediction = await handle.result()
+    assert prediction.answer
+
+
+async def test_giving_up_on_result_leaves_no_task_behind(client: Client, task_queue: str) -> None:
+    """Cancelling result() (a timeout around it) stops its inner wait too: no orphan task logs an error later."""
+    loop = asyncio.get_running_loop()
+    orphans: list[dict] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: orphans.append(context))
+    try:
+        handle = await basic.RAG.start(client, question="never served", task_queue=task_queue)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(handle.result(), timeout=0.5)  # while it waits for a worker to take the run
+        await handle.terminate("test over")
+        await asyncio.sleep(0.5)
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert orphans == []
