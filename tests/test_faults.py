@@ -4,7 +4,6 @@ provider's message, what a hang or a cancellation does, and what a ReAct agent s
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import os
 import socket
@@ -19,10 +18,8 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHistory
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
 
 from durable_dspy import ProgramFailedError
-from durable_dspy import _lm as stand_in
 from durable_dspy._devserver import DevServer
 from durable_dspy._lm_activity import _application_error, call_kwargs, public_kwargs
 from durable_dspy._options import DEFAULT_LM_OPTIONS, NON_RETRYABLE_LM_ERRORS, ActivityOptions
@@ -30,40 +27,6 @@ from durable_dspy.testing._lm_server import ScriptedLMServer
 from tests.conftest import ROOT, make_lm, running_worker
 from tests.history import LM_CALL
 from tests.programs import faults
-
-
-def _maps_context_window() -> bool:
-    """Whether the stand-in LM gives DSPy back a ContextWindowExceededError (see the fault report)."""
-    cause = ApplicationError("too long", type="ContextWindowExceededError", non_retryable=True)
-    err = ActivityError(
-        "failed", scheduled_event_id=1, started_event_id=2, identity="", activity_type=LM_CALL,
-        activity_id="1", retry_state=None,
-    )  # fmt: skip
-    err.__cause__ = cause
-    try:
-        mapped = stand_in._dspy_error(err)
-    except TypeError:
-        return False
-    return type(mapped).__name__ == "ContextWindowExceededError"
-
-
-def _keeps_lm_failure_causes() -> bool:
-    """Whether the stand-in LM re-raises an unmapped ActivityError as is (``raise err from err`` makes the error its
-    own cause, so a cancelled LM call fails the run instead of cancelling it; see the fault report)."""
-    return "raise _dspy_error(err) from err" not in inspect.getsource(stand_in.DurableLM._execute)
-
-
-needs_lm_cause_fix = pytest.mark.xfail(
-    not _keeps_lm_failure_causes(),
-    reason="_lm.DurableLM._execute makes an unmapped ActivityError its own cause: lead's fix pending",
-    strict=True,
-)
-
-needs_context_window_mapping = pytest.mark.xfail(
-    not _maps_context_window(),
-    reason="_lm._dspy_error builds ContextWindowExceededError positionally (TypeError): lead's fix pending",
-    strict=True,
-)
 
 
 @pytest.fixture(autouse=True)
@@ -128,9 +91,7 @@ REFUSALS = [
     ("401", "LMAuthError", "Incorrect API key provided"),
     ("403", "LMAuthError", "You are not allowed to sample from this model"),
     ("404", "LMUnsupportedModelError", "does not exist or you do not have access to it"),
-    pytest.param(
-        "context_window", "ContextWindowExceededError", "maximum context length", marks=needs_context_window_mapping
-    ),
+    pytest.param("context_window", "ContextWindowExceededError", "maximum context length"),
 ]
 
 
@@ -236,7 +197,6 @@ async def test_a_hanging_lm_call_is_cut_by_the_activity_timeout_and_retried(
 # -- cancellation reaches in-flight activities
 
 
-@needs_lm_cause_fix
 async def test_cancel_reaches_a_hanging_lm_call(
     client: Client, lm_server: ScriptedLMServer, task_queue: str, lm
 ) -> None:
@@ -331,7 +291,6 @@ async def test_react_sees_a_failed_durable_tool_as_an_observation(
     assert faults.ATTEMPTS[f"{tool}:q0"] == attempts, "retried per the tool's policy, then observed"
 
 
-@needs_context_window_mapping
 async def test_react_shortens_its_trajectory_on_a_context_window_error(
     client: Client, lm_server: ScriptedLMServer, task_queue: str, lm
 ) -> None:
@@ -476,24 +435,11 @@ def run_configured_worker(address: str, lm_url: str, passthrough: bool) -> str:
     return done.stdout + done.stderr
 
 
-def _plugin_passes_program_modules_through() -> bool:
-    from durable_dspy import _plugin
-
-    return "program_modules" in inspect.signature(_plugin._workflow_runner).parameters
-
-
 @pytest.mark.parametrize(
     "passthrough",
     [
         pytest.param(True, id="user-passes-the-module-through"),
-        pytest.param(
-            False,
-            id="plugin-passes-program-modules-through",
-            marks=pytest.mark.skipif(
-                not _plugin_passes_program_modules_through(),
-                reason="needs the plugin to pass program modules through the sandbox (see the fault report)",
-            ),
-        ),
+        pytest.param(False, id="plugin-passes-program-modules-through"),
     ],
 )
 async def test_module_level_dspy_configure_in_a_program_module(

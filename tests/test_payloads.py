@@ -4,7 +4,6 @@ payload storage (both optional, configured on client and worker alike) let large
 from __future__ import annotations
 
 import base64
-import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError
 
 from durable_dspy import ProgramFailedError
-from durable_dspy import _lm as stand_in
 from durable_dspy._codec import COMPRESSED_ENCODING, configure_payloads
 from durable_dspy._payloads import PAYLOAD_LIMIT, check_request, request_limit
 from durable_dspy.testing._lm_server import ChatRequest, ScriptedLMServer
@@ -109,10 +107,6 @@ async def test_an_oversized_lm_answer_fails_once_naming_the_predictor(
     assert "max_tokens" in failure.message
 
 
-@pytest.mark.skipif(
-    "check_request" not in inspect.getsource(stand_in),
-    reason="needs the request-size check in _lm.DurableLM._execute (see the fault report)",
-)
 async def test_an_oversized_prompt_fails_the_run_before_scheduling(client: Client, task_queue: str, lm) -> None:
     async with running_worker(client, task_queue, lm, registry=faults.registry):
         handle = await faults.HugePrompt.start(client, size=3 * 1024 * 1024, task_queue=task_queue)

@@ -20,18 +20,12 @@ from temporalio.runtime import Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 import durable_dspy
-from durable_dspy import DefinitionError
 from durable_dspy._devserver import DevServer
 from durable_dspy.testing._lm_server import ChatRequest, Reply, ScriptedLMServer
 from tests.conftest import running_worker
 from tests.history import LM_CALL
-from tests.programs import basic
+from tests.programs import basic, split
 from tests.support.processes import WorkerProcess
-
-try:
-    from tests.programs import split
-except DefinitionError:  # durable_program without its lm_task_queue option
-    split = None  # type: ignore[assignment]
 
 
 class ScaleWorker(WorkerProcess):
@@ -119,7 +113,6 @@ async def test_three_worker_processes_share_100_runs(
     print("runs per worker", dict(work.runs), "activities per worker", dict(work.activity_queues))
 
 
-@pytest.mark.skipif(split is None, reason="needs @durable_program(lm_task_queue=...)")
 async def test_split_deployment_workflow_workers_and_lm_workers(
     client: Client,
     temporal_server: DevServer,
