@@ -21,7 +21,8 @@ import click
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 
-from .._cli import SCRIPTED, SCRIPTED_MODEL, ProgressPrinter, query_progress
+from .._cli_progress import ProgressPrinter, query_progress
+from .._cli_serve import SCRIPTED, SCRIPTED_MODEL
 from .._devserver import DevServer
 from .._names import LM_CALL_ACTIVITY
 from .._program import program_definition
