@@ -376,8 +376,9 @@ def durable_program(cls: Any = None, /, **options: Any) -> Any:
     program's LM calls. Subclasses are durable too, each with its own workflow. ``state=`` takes the JSON saved by
     ``program.save(path)`` after optimization (a path, or a list of paths, current first): each run is pinned to
     the state it started with. ``lm_task_queue=`` sends the LM calls to the workers polling that queue (a split
-    deployment, see docs/deployment.md). ``local_activities=True`` is the low-latency mode: LM calls run
-    as Temporal local activities (see docs/configuration.md for the trade-offs).
+    deployment, see docs/deployment.md). ``local_activities=True`` is the low-latency mode: LM and tool
+    calls run as Temporal local activities, each flushed to history before the run goes on (see
+    docs/configuration.md for the trade-offs).
 
     Example:
         >>> @durable_program
