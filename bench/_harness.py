@@ -14,10 +14,8 @@ import logging
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -34,6 +32,7 @@ from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, Tele
 from temporalio.worker import Worker
 
 import durable_dspy
+from durable_dspy import testing
 from durable_dspy._devserver import DevServer
 from durable_dspy.testing import ScriptedLMServer
 
@@ -247,46 +246,21 @@ def _proc_status(pid: int, key: str) -> int:
     return 0
 
 
-class WorkerProcess:
+class WorkerProcess(testing.WorkerProcess):
     """``python -m bench.worker`` in its own process group; prints READY once it polls. ``kill()`` is a SIGKILL."""
 
     def __init__(self, mode: str, *, address: str, task_queue: str, lm_url: str, extra: Sequence[str] = ()) -> None:
         self.mode = mode
         self.task_queue = task_queue
-        self.args = [
+        args = [
             sys.executable, "-m", "bench.worker", "--mode", mode,
             "--address", address, "--task-queue", task_queue, "--lm-url", lm_url, *extra,
         ]  # fmt: skip
-        self.proc: subprocess.Popen[str] | None = None
-        self.output: list[str] = []
-        self.ready_seconds: float | None = None
-        self._ready = threading.Event()
+        super().__init__(args, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
 
     def start(self, timeout: float = 120.0) -> WorkerProcess:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            self.args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True,
-        )  # fmt: skip
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self._ready.wait(timeout):
-            self.kill()
-            raise RuntimeError(f"{self.mode} worker did not become ready:\n" + "".join(self.output[-40:]))
-        self.ready_seconds = time.perf_counter() - started
+        super().start(timeout)
         return self
-
-    def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line)
-            if line.strip() == "READY":
-                self._ready.set()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the worker process so far (all its threads)."""
@@ -298,11 +272,6 @@ class WorkerProcess:
 
     def peak_rss(self) -> int:
         return _proc_status(self.pid, "VmHWM")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
 
 
 # -- the shared environment
