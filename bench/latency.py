@@ -38,19 +38,17 @@ async def run(env: Env) -> list[Row]:
     lm = env.lm()
     rows: list[Row] = []
 
-    async def durable(tag: str) -> float:
+    async def durable(tag: str, program: type = Sequential) -> float:
         begin = time.perf_counter()
-        handle = await Sequential.start(env.client, question=tag, calls=calls, task_queue=tq)
+        handle = await program.start(env.client, question=tag, calls=calls, task_queue=tq)  # type: ignore[attr-defined]
         await handle.result()
         seconds = time.perf_counter() - begin
-        runs["durable"].append(phases(await handle.fetch_history()))
+        if program is Sequential:  # the breakdown rows are the default mode's
+            runs["durable"].append(phases(await handle.fetch_history()))
         return seconds
 
     async def local(tag: str) -> float:
-        begin = time.perf_counter()
-        handle = await SequentialLocal.start(env.client, question=tag, calls=calls, task_queue=tq)
-        await handle.result()
-        return time.perf_counter() - begin
+        return await durable(tag, SequentialLocal)
 
     async def plain(tag: str) -> float:
         start = time.perf_counter()

@@ -71,11 +71,7 @@ def replay_safe(callbacks: Iterable[Any], ids: CallIds) -> list[Any]:
 
 def wrap_program(program: dspy.Module, ids: CallIds) -> None:
     """Make the program's own module-level callbacks replay-safe (its instance is private to this run)."""
-    seen: set[int] = set()
-    for module in [program, *(module for _, module in program.named_sub_modules())]:
-        if id(module) in seen:
-            continue
-        seen.add(id(module))
+    for _, module in program.named_sub_modules():  # the program itself first, each module once
         if getattr(module, "callbacks", None):
             module.callbacks = replay_safe(module.callbacks, ids)
 

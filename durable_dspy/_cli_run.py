@@ -40,21 +40,12 @@ def parse_inputs(definition: ProgramDefinition, pairs: tuple[str, ...]) -> dict[
 
 
 async def _has_pollers(client: Client, task_queue: str) -> bool:
-    from temporalio.api.enums.v1 import TaskQueueType
-    from temporalio.api.taskqueue.v1 import TaskQueue
-    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+    from ._client import pollers
 
     try:
-        response = await client.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(
-                namespace=client.namespace,
-                task_queue=TaskQueue(name=task_queue),
-                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-            )
-        )
+        return bool(await pollers(client, task_queue))
     except Exception:
         return True  # unknown: do not cry wolf
-    return bool(response.pollers)
 
 
 async def start_and_follow(

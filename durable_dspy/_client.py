@@ -19,6 +19,10 @@ from ._errors import InputError, NoWorkerError, ProgramFailedError
 from ._protocol import RunResult
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from temporalio.api.taskqueue.v1 import PollerInfo
+
     from ._program import ProgramDefinition
 
 DEFAULT_TASK_QUEUE = "durable-dspy"
@@ -28,6 +32,19 @@ WORKER_TIMEOUT = timedelta(seconds=30)  # how long result() waits for a worker t
 def default_task_queue() -> str:
     """``DURABLE_DSPY_TASK_QUEUE`` from the environment, else ``"durable-dspy"``."""
     return os.environ.get("DURABLE_DSPY_TASK_QUEUE", DEFAULT_TASK_QUEUE)
+
+
+async def pollers(client: Client, task_queue: str, *, workflows: bool = True) -> Sequence[PollerInfo]:
+    """The recent pollers of ``task_queue``'s workflow side (``workflows=False``: its activity side)."""
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    kind = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW if workflows else TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
+    request = DescribeTaskQueueRequest(
+        namespace=client.namespace, task_queue=TaskQueue(name=task_queue), task_queue_type=kind
+    )
+    return (await client.workflow_service.describe_task_queue(request)).pollers
 
 
 def to_prediction(result: RunResult) -> Any:
@@ -117,9 +134,7 @@ class DurableHandle:
 
     async def diagnose(self) -> str | None:
         """Why no worker has taken this run yet, or None if one has (or it cannot tell)."""
-        from temporalio.api.enums.v1 import EventType, TaskQueueType
-        from temporalio.api.taskqueue.v1 import TaskQueue
-        from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+        from temporalio.api.enums.v1 import EventType
 
         queue = (await self.workflow.describe()).task_queue
         module = self.definition.cls.__module__
@@ -132,15 +147,7 @@ class DurableHandle:
                     f"The workers polling task queue {queue!r} do not have program {self.definition.name!r} "
                     f"({failure.message}). Import {module} in the worker process before serve()."
                 )
-        client = self.workflow._client
-        response = await client.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(
-                namespace=client.namespace,
-                task_queue=TaskQueue(name=queue),
-                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-            )
-        )
-        if response.pollers:
+        if await pollers(self.workflow._client, queue):
             return None  # a worker polls: busy, or about to take the run
         return (
             f"No worker polls task queue {queue!r}, so run {self.id!r} of {self.definition.name} has not started. "

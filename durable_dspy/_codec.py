@@ -197,7 +197,8 @@ def _flatten(codec: PayloadCodec | None) -> list[PayloadCodec]:
     return [codec]
 
 
-def _encryption(setting: bool | str | bytes | EncryptionCodec | None) -> EncryptionCodec | None:
+def encryption_codec(setting: bool | str | bytes | EncryptionCodec | None) -> EncryptionCodec | None:
+    """The codec an ``encryption=`` setting asks for (None for none); True reads ``$DURABLE_DSPY_ENCRYPTION_KEY``."""
     if setting is None or setting is False:
         return None
     if isinstance(setting, EncryptionCodec):
@@ -253,15 +254,16 @@ def configure_payloads(
         >>> client = await Client.connect("localhost:7233", data_converter=converter, plugins=[plugin])
     """
     base = converter if converter is not None else DataConverter.default
-    codecs = _flatten(base.payload_codec)
+    existing = _flatten(base.payload_codec)
+    codecs = list(existing)
     if compression is not False and not any(isinstance(c, CompressionCodec) for c in codecs):
         threshold = DEFAULT_COMPRESSION_THRESHOLD if compression is True else int(compression)
         codecs.insert(0, CompressionCodec(threshold))
-    encryptor = _encryption(encryption)
+    encryptor = encryption_codec(encryption)
     if encryptor is not None and not any(isinstance(c, EncryptionCodec) for c in codecs):
         codecs.append(encryptor)
     changes: dict[str, Any] = {}
-    if codecs != _flatten(base.payload_codec):
+    if codecs != existing:
         changes["payload_codec"] = codecs[0] if len(codecs) == 1 else ChainCodec(codecs)
     if base.external_storage is None:
         storage = _storage(external_storage, external_storage_threshold)

@@ -11,8 +11,6 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 
 from ._flush import FLUSH_ACTIVITY, FLUSH_SIGNAL, TOKEN_PREFIX
 
-_SIGNAL_ATTEMPTS = 5
-
 logger = logging.getLogger("durable_dspy.flush")
 
 
@@ -22,15 +20,9 @@ async def flush_activity() -> None:
 
 
 async def _signal(info: activity.Info) -> None:
+    # The client retries the signal RPC on transient errors itself (with backoff).
     handle = activity.client().get_workflow_handle(info.workflow_id or "", run_id=info.workflow_run_id)
-    for attempt in range(_SIGNAL_ATTEMPTS):
-        try:
-            await handle.signal(FLUSH_SIGNAL, info.activity_id)
-            return
-        except Exception:
-            if attempt == _SIGNAL_ATTEMPTS - 1:
-                raise
-            await asyncio.sleep(0.2 * 2**attempt)
+    await handle.signal(FLUSH_SIGNAL, info.activity_id)
 
 
 class _Inbound(ActivityInboundInterceptor):

@@ -129,7 +129,7 @@ class DurableLM(BaseLM):
         index = state.progress.lm_calls + 1 if state else 0
 
         def check(result: LMCallResult) -> None:
-            if result.caller != request.caller and _versioning.is_replaying():
+            if result.caller != request.caller and workflow.unsafe.is_replaying():
                 try:
                     _versioning.check_call(self._program, index, result.caller, request.caller)
                 except _versioning.ProgramChangedError as err:

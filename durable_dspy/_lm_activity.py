@@ -157,10 +157,11 @@ async def heartbeating(awaitable: Awaitable[T], *, every: float | None = None) -
     not start_to_close_timeout) and carry cancellation back: a cancelled run's activity learns of it at the
     next heartbeat, and ``awaitable`` gets ``CancelledError``.
     """
-    if activity.info().is_local:
+    info = activity.info()
+    if info.is_local:
         return await awaitable  # local activities do not heartbeat; the workflow task's timeout watches the worker
     if every is None:
-        timeout = activity.info().heartbeat_timeout
+        timeout = info.heartbeat_timeout
         every = min(HEARTBEAT_EVERY, timeout.total_seconds() / 3) if timeout else HEARTBEAT_EVERY
     task = asyncio.ensure_future(awaitable)
     try:
@@ -279,11 +280,10 @@ class LMActivities:
         try:
             call = prepare(lm, None, request.messages, kwargs, asynchronous=True)
             response = await heartbeating(aexecute(lm, call), every=self._heartbeat_every)
-        except ApplicationError as exc:
-            _callbacks.lm_end(lm, call_id, None, exc)
-            raise
         except Exception as exc:
             _callbacks.lm_end(lm, call_id, None, exc)
+            if isinstance(exc, ApplicationError):
+                raise
             logger.debug("lm call %s %s failed: %s", request.program, request.caller, type(exc).__name__)
             # Not chained: the cause chain would carry the client library's stack traces and unscrubbed messages
             # into history (and past Temporal's failure size limit).

@@ -67,7 +67,7 @@ def fan_out(executor: ParallelExecutor, function: Callable[[Any], Any], data: Se
         contexts = [_item_context() for _ in items]
         _bridge.await_(_gather(executor, wrapped, items, contexts, results))
     if executor.cancel_jobs.is_set():
-        logger.warning("Execution cancelled due to errors or interruption.")
+        logger.warning(CANCELLED_MESSAGE)
         raise Exception(CANCELLED_MESSAGE)
     return [None if result is _UNSET else result for result in results]
 

@@ -85,12 +85,12 @@ async def check_result(value: Any, *, what: str, fix: str, limit: int = PAYLOAD_
     """
     if json_size_bound(value) <= limit:
         return
+    converter = _worker_converter()
+    if offloads(converter, limit):
+        return  # before encoding: nothing to measure
     payloads = activity.payload_converter().to_payloads([value])
     size = size_of(payloads)
     if size <= limit:
-        return
-    converter = _worker_converter()
-    if offloads(converter, limit):
         return
     if converter is not None and converter.payload_codec is not None:
         try:

@@ -15,7 +15,7 @@ from temporalio.plugin import SimplePlugin
 from temporalio.worker import ReplayerConfig, WorkerConfig, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from ._codec import EncryptionCodec, configure_payloads
+from ._codec import EncryptionCodec, configure_payloads, encryption_codec
 from ._converter import DurablePayloadConverter
 from ._executor import DEFAULT_LANES, RunAffinityExecutor
 from ._flush_worker import FlushInterceptor, flush_activity
@@ -114,8 +114,8 @@ class DurableDSPyPlugin(SimplePlugin):
         self._payloads = functools.partial(
             configure_payloads,
             compression=compression,
-            # Read once, now: a missing or bad $DURABLE_DSPY_ENCRYPTION_KEY fails here, not in the first run.
-            encryption=EncryptionCodec.from_env() if encryption is True else encryption,
+            # Built once, now: a missing or bad key (or $DURABLE_DSPY_ENCRYPTION_KEY) fails here, not in the first run.
+            encryption=encryption_codec(encryption),
             external_storage=external_storage,
             external_storage_threshold=external_storage_threshold,
         )

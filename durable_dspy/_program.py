@@ -121,7 +121,7 @@ class ProgramDefinition:
             started = time.perf_counter()  # only chooses between two equal results: no need to be replay-safe
             template = self.cls()
             constructed = time.perf_counter() - started
-        modules = [template, *(module for _, module in template.named_sub_modules())]
+        modules = [module for _, module in template.named_sub_modules()]  # the template itself first
         shared = tuple(predictor.lm for _, predictor in template.named_predictors() if predictor.lm is not None)
         reason = next(filter(None, map(_uncopyable, modules)), None) or _captured(template, shared)
         if reason is None:
@@ -226,16 +226,12 @@ def _copy_program(template: dspy.Module, shared: tuple[Any, ...]) -> dspy.Module
 
 def _user_method(cls: type) -> str:
     """``forward`` if the class (not dspy) defines it; else ``aforward``; else neither is usable."""
-    for klass in cls.__mro__:
-        if klass.__module__.startswith("dspy."):
-            break
-        if "forward" in vars(klass):
-            return "forward"
-    for klass in cls.__mro__:
-        if klass.__module__.startswith("dspy."):
-            break
-        if "aforward" in vars(klass):
-            return "aforward"
+    for method in ("forward", "aforward"):
+        for klass in cls.__mro__:
+            if klass.__module__.startswith("dspy."):
+                break
+            if method in vars(klass):
+                return method
     raise DefinitionError(
         f"Durable program {cls.__qualname__} defines neither forward() nor aforward(). "
         "Define the program's logic in `def forward(self, ...)` (or `async def aforward(self, ...)`)."

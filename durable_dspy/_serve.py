@@ -14,14 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from dspy.clients.base_lm import BaseLM
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, Plugin
 from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
-from ._client import default_task_queue
+from ._client import default_task_queue, pollers
 from ._connect import connect_config
 from ._plugin import DurableDSPyPlugin
 from ._registry import Registry, default_registry
@@ -105,8 +102,9 @@ async def _until_polling(worker: Worker, *, timeout: float = POLLER_WAIT) -> Non
     """
     while not worker.is_running:
         await asyncio.sleep(0.02)
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
         try:
             if await _server_sees_poller(worker):
                 return
@@ -118,15 +116,14 @@ async def _until_polling(worker: Worker, *, timeout: float = POLLER_WAIT) -> Non
 
 
 async def _server_sees_poller(worker: Worker) -> bool:
-    config = worker.config()
-    kind = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW if config.get("workflows") else TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
-    described = await worker.client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=worker.client.namespace, task_queue=TaskQueue(name=worker.task_queue), task_queue_type=kind
-        )
-    )
-    identity = config.get("identity") or worker.client.identity
-    return any(poller.identity == identity for poller in described.pollers)
+    # The active config: DurableDSPyPlugin adds the workflows, so the initial one has none even on a workflow worker.
+    workflows = bool(worker.config(active_config=True).get("workflows"))
+    identity = _identity(worker)
+    return any(p.identity == identity for p in await pollers(worker.client, worker.task_queue, workflows=workflows))
+
+
+def _identity(worker: Worker) -> str:
+    return worker.config(active_config=True).get("identity") or worker.client.identity
 
 
 def _write_health_file(path: Path, worker: Worker) -> None:
@@ -135,7 +132,7 @@ def _write_health_file(path: Path, worker: Worker) -> None:
         "pid": os.getpid(),
         "task_queue": worker.task_queue,
         "namespace": worker.client.namespace,
-        "identity": worker.config().get("identity") or worker.client.identity,
+        "identity": _identity(worker),
     }
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(info) + "\n")

@@ -9,6 +9,7 @@ that did not fit in history can still be resumed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -30,7 +31,7 @@ class CompiledState:
     data: dict[str, Any]
     source: str
 
-    @property
+    @functools.cached_property
     def fits_history(self) -> bool:
         return len(json.dumps(self.data)) <= STATE_IN_HISTORY_LIMIT
 

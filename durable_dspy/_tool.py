@@ -74,14 +74,18 @@ class ToolFailedError(ActivityError, DurableDSPyError):
 class ToolDefinition:
     name: str
     fn: Callable[..., Any]
-    is_async: bool
     options: ActivityOptions
     origin: Origin
     activity: Callable[..., Any]
 
+    # Cached: read on every call of the tool in a run.
+    @functools.cached_property
+    def signature(self) -> inspect.Signature:
+        return inspect.signature(self.fn)
+
+    @functools.cached_property
     def result_type(self) -> Any:
-        hints = typing.get_type_hints(self.fn)
-        return hints.get("return")
+        return typing.get_type_hints(self.fn).get("return")
 
 
 def _adapters(fn: Callable[..., Any]) -> dict[str, pydantic.TypeAdapter[Any]]:
@@ -246,7 +250,7 @@ class DurableTool(wrapt.FunctionWrapper):  # type: ignore[misc]
 
 
 def _schedule(definition: ToolDefinition, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Awaitable[Any]:
-    bound = inspect.signature(definition.fn).bind(*args, **kwargs)
+    bound = definition.signature.bind(*args, **kwargs)
     return _run_activity(definition, ToolCall(arguments=dict(bound.arguments)))
 
 
@@ -257,7 +261,7 @@ async def _run_activity(definition: ToolDefinition, call: ToolCall) -> Any:
             definition.name,
             definition.name,
             call,
-            result_type=definition.result_type(),
+            result_type=definition.result_type,
             options=definition.options,
             what=f"The arguments of durable tool {definition.name!r}",
             fix="Pass a reference (a path, a URL, an id) instead of the data itself.",
@@ -353,7 +357,6 @@ def _decorate_tool(fn: Any, *, name: str | None = None, registry: Registry | Non
     definition = ToolDefinition(
         name=tool_name,
         fn=fn,
-        is_async=inspect.iscoroutinefunction(fn),
         options=DEFAULT_TOOL_OPTIONS.merged(options_from_kwargs(options, what=f"@durable_tool {qualified}")),
         origin=Origin.of(fn, qualified),
         activity=_make_activity(tool_name, fn),

@@ -9,7 +9,6 @@ worker with the code it started with picks it up, instead of failing with a bare
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 import dspy
 
@@ -57,9 +56,3 @@ def check_call(program_name: str, index: int, recorded_caller: str, current_call
             f"{recorded_caller or 'an unnamed LM call'!r} when the run started, but the current code makes it from "
             f"{current_caller or 'an unnamed LM call'!r}. {FIX_HINT}"
         )
-
-
-def is_replaying() -> Any:
-    from temporalio import workflow
-
-    return workflow.unsafe.is_replaying()

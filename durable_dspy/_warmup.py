@@ -107,7 +107,7 @@ def _warm_payload_types(plugin: DurableDSPyPlugin) -> None:
     types: list[Any] = [Any, DescribeRequest, DescribeResult, LMCallRequest, LMCallResult, RunResult, ToolCall]
     for tool in plugin.registry.tools():
         try:
-            types.append(tool.result_type())
+            types.append(tool.result_type)
         except Exception:  # an annotation that does not resolve: the run reports it, not the warm-up
             continue
     warm_types(t for t in types if t is not None)

@@ -56,7 +56,7 @@ def _check_serializable(what: str, value: Any) -> None:
 
 
 async def _prepare(
-    definition: ProgramDefinition, program: dspy.Module, current: tuple[str, str]
+    definition: ProgramDefinition, program: dspy.Module, current: tuple[str, str], state: RunState
 ) -> dict[str, DurableLM]:
     """Once per run, recorded in history: pin the program's version (``current``, its fingerprint) and compiled
     state, and ask the worker about the LMs the run uses (model, request defaults, capabilities); build the
@@ -96,9 +96,7 @@ async def _prepare(
     _versioning.check_fingerprint(definition.name, described.fingerprint, described.fingerprint_description, current)
     if described.state_hash is not None:
         _load_pinned_state(definition, program, described)
-    state = _progress.current()
-    if state is not None:
-        state.payload_limit = described.payload_limit  # recorded in history: the same on replay
+    state.payload_limit = described.payload_limit  # recorded in history: the same on replay
     lms = {
         info.key: DurableLM(info, program=definition.name, options=definition.lm_options, callers=callers)
         for info in described.lms
@@ -131,7 +129,7 @@ async def run_program(definition: ProgramDefinition, inputs: dict[str, Any], sta
     """Run one durable program: every LM call and durable tool call becomes an activity."""
     _progress.activate(state)
     try:
-        result = await _run(definition, inputs)
+        result = await _run(definition, inputs, state)
     except BaseException:
         state.progress.status = "failed"
         raise
@@ -139,9 +137,9 @@ async def run_program(definition: ProgramDefinition, inputs: dict[str, Any], sta
     return result
 
 
-async def _run(definition: ProgramDefinition, inputs: dict[str, Any]) -> RunResult:
+async def _run(definition: ProgramDefinition, inputs: dict[str, Any], state: RunState) -> RunResult:
     program, fingerprint = definition.new_program()  # a fresh instance, by construction or by copy
-    lms = await _prepare(definition, program, fingerprint)
+    lms = await _prepare(definition, program, fingerprint, state)
     kwargs = definition.decode_inputs(inputs)
     try:
         ids = _callbacks.CallIds(workflow.info().run_id)
@@ -161,14 +159,12 @@ async def _run(definition: ProgramDefinition, inputs: dict[str, Any]) -> RunResu
     except (FailureError, workflow.NondeterminismError, _versioning.ProgramChangedError):
         raise
     except Exception as exc:
-        state = _progress.current()
-        if state and state.changed:
+        if state.changed:
             raise state.changed from exc
         # The program's own error ends the run with its type and message; as a plain exception it would fail
         # the workflow task and be retried forever.
         raise ApplicationError(f"{type(exc).__name__}: {exc}", type=type(exc).__name__, non_retryable=True) from exc
-    state = _progress.current()
-    if state and state.changed:
+    if state.changed:
         raise state.changed
     return _run_result(output)
 

@@ -148,29 +148,15 @@ class OneCall(dspy.Module):
     start_to_close_timeout=timedelta(seconds=2),
     retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100), maximum_attempts=3),
 )
-class ShortTimeout(dspy.Module):
+class ShortTimeout(OneCall):
     """A single LM call cut after 2 seconds and retried."""
-
-    def __init__(self):
-        super().__init__()
-        self.qa = dspy.Predict("question -> answer")
-
-    def forward(self, question: str):
-        return self.qa(question=question)
 
 
 @durable_program(
     registry=registry, retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100), maximum_attempts=4)
 )
-class FastRetry(dspy.Module):
+class FastRetry(OneCall):
     """A single LM call with a user retry policy that lists no non-retryable types (they must still not retry)."""
-
-    def __init__(self):
-        super().__init__()
-        self.qa = dspy.Predict("question -> answer")
-
-    def forward(self, question: str):
-        return self.qa(question=question)
 
 
 class WeatherAgentBase(dspy.Module):
